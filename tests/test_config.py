@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from segloop.config import Config, dump_config, load_config, parse_config
+from segloop.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_are_valid_and_frozen() -> None:
+    cfg = Config()
+    assert cfg.data.classes.num_classes == 11
+    assert cfg.data.classes.ignore_index == 11
+    with pytest.raises(Exception, match="frozen"):
+        cfg.base.seed = 3  # type: ignore[misc]
+
+
+def test_params_yaml_spells_out_the_defaults() -> None:
+    # params.yaml is what DVC tracks: it must list every value, and they must be the defaults.
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert raw == Config().to_dict()
+    assert load_config(ROOT / "params.yaml") == Config()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_pipeline_file_validates(path: Path) -> None:
+    assert isinstance(load_config(path), Config)
+
+
+def test_unknown_key_is_named_with_its_path(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text("smoke:\n  n_imagez: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    assert str(f) in str(err.value)
+    assert "smoke.n_imagez: unknown key" in str(err.value)
+
+
+def test_bad_value_names_key_and_value(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text("base:\n  device: tpu\nsmoke:\n  n_images: 0\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    msg = str(err.value)
+    assert "base.device" in msg and "'tpu'" in msg
+    assert "smoke.n_images" in msg and "greater than or equal to 1" in msg
+
+
+def test_unknown_key_in_empty_for_now_section() -> None:
+    with pytest.raises(ConfigError, match=r"active\.strategy: unknown key"):
+        parse_config({"active": {"strategy": "uig"}}, "x.yaml")
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    f = tmp_path / "broken.yaml"
+    f.write_text("base:\n  seed: 1\n  paths: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: line \d+, column \d+ is not valid YAML"):
+        load_config(f)
+
+
+def test_missing_file_and_wrong_top_level(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    f = tmp_path / "list.yaml"
+    f.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(f)
+
+
+def test_classes_builtin_name_or_explicit_spec() -> None:
+    cfg = parse_config({"data": {"classes": "camvid"}})
+    assert cfg.data.classes.names[0] == "sky"
+    spec = {"classes": [{"name": "bg", "id": 0}, {"name": "forklift", "id": 1}],
+            "ignore_index": 255}
+    cfg = parse_config({"data": {"classes": spec}})
+    assert cfg.data.classes.names == ("bg", "forklift")
+    with pytest.raises(ConfigError, match=r"data\.classes"):
+        parse_config({"data": {"classes": "pascal-nope"}})
+
+
+def test_dump_round_trips() -> None:
+    cfg = parse_config({"smoke": {"n_images": 7}, "data": {"split": "val"}})
+    assert parse_config(yaml.safe_load(dump_config(cfg))) == cfg
