@@ -78,9 +78,9 @@ def test_non_images_are_ignored_and_jpg_pairs_png(
     assert samples[0].label_url == f"{tmp_path}/trainannot/extra.png"
 
 
-def test_real_camvid_slice(real_camvid: Path) -> None:
+def test_shared_camvid_slice(shared_camvid: Path) -> None:
     for split, count in (("train", 367), ("val", 101)):
-        ds = CamVidLayout(str(real_camvid), split, CAMVID)
+        ds = CamVidLayout(str(shared_camvid), split, CAMVID)
         samples = list(ds.samples())
         assert len(samples) == count
         for sample in islice(samples, 3):
