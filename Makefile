@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo test test-slow lint repro clean-demo venv
+.PHONY: demo test test-slow lint repro clean-demo venv params
 
 venv: $(STAMP)
 
@@ -41,3 +41,8 @@ repro: $(STAMP)
 
 clean-demo:
 	rm -rf .segloop/demo
+
+# params.yaml spells out every default (DVC tracks it); regenerate after changing defaults.
+params: $(STAMP)
+	{ cat .params-header; $(BIN)/segloop config show --defaults; } > params.yaml.tmp
+	mv params.yaml.tmp params.yaml

@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from segloop import smoke
+from segloop import context, smoke
 from segloop.config import Config
 from segloop.versioning import RoundInfo, Workspace
 
@@ -16,12 +16,12 @@ from segloop.versioning import RoundInfo, Workspace
 
 @task(name="locate-data", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def locate_data(cfg: Config) -> str:
-    return smoke.resolve_data_root(cfg)
+    return context.resolve_data_root(cfg)
 
 
 @task(name="open-workspace", cache_policy=NO_CACHE)
 def open_workspace(cfg: Config) -> Workspace:
-    return smoke.open_workspace(cfg)
+    return context.open_workspace(cfg)
 
 
 @task(name="build-dataset", cache_policy=NO_CACHE)

@@ -1,8 +1,12 @@
 """The ``segloop`` command: config, runs, label rounds and data, over the library.
 
     segloop config show [PATH]          print the full config (defaults filled in)
+    segloop config show --defaults      print the built-in defaults (params.yaml)
     segloop config validate PATH...     check config files; exit 2 on the first bad one
-    segloop run smoke [--pipeline P]    run a flow on Prefect's local server
+    segloop run FLOW [--pipeline P]     run a flow (smoke, active_learning) on Prefect's local
+                                        server
+    segloop labels export [--out DIR]   write the pending round's labelling tasks
+    segloop labels import FILE          validate finished labels and commit the pending round
     segloop rounds list [--pipeline P]  label rounds with tag, date, size, metrics
     segloop rounds checkout N [...]     restore round N's files exactly
     segloop data locate [--pipeline P]  find (or download once) the configured dataset
@@ -19,7 +23,7 @@ from pathlib import Path
 from segloop.config import Config, dump_config, load_config
 from segloop.errors import SegloopError
 
-FLOWS = ("smoke",)
+FLOWS = ("smoke", "active_learning")
 
 
 def _default_config_path() -> str | None:
@@ -32,7 +36,8 @@ def _load(path: str | None) -> Config:
 
 def _cmd_config(args: argparse.Namespace) -> int:
     if args.action == "show":
-        print(dump_config(_load(args.paths[0] if args.paths else None)), end="")
+        cfg = Config() if args.defaults else _load(args.paths[0] if args.paths else None)
+        print(dump_config(cfg), end="")
         return 0
     if not args.paths:
         raise SegloopError("config validate: give at least one YAML file")
@@ -53,11 +58,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         pipeline = args.pipeline or _default_config_path()
         print(restore_hint(smoke_flow(pipeline=pipeline), pipeline))
+    elif args.flow == "active_learning":
+        from flows.active_learning import active_learning_flow
+
+        pipeline = args.pipeline or _default_config_path()
+        result = active_learning_flow(pipeline=pipeline)
+        print(_al_summary(result, pipeline))
+    return 0
+
+
+def _al_summary(result, pipeline: str | None) -> str:  # type: ignore[no-untyped-def]
+    flag = f" --pipeline {pipeline}" if pipeline else ""
+    lines = [f"{'round':>5} {'% images':>9} {'% pixels':>9} {'mIoU':>7}"]
+    lines += [f"{r['round']:>5} {100 * r['image_fraction']:>9.1f} "
+              f"{100 * r['pixel_fraction']:>9.2f} {r['miou']:>7.4f}" for r in result.rounds]
+    lines.append(f"workspace: {result.workspace}")
+    for name, path in result.reports.items():
+        lines.append(f"{name}: {path}")
+    if result.status == "waiting_for_labels":
+        lines.append(f"Waiting for labels: label the tasks in {result.pending} "
+                     f"(coco.json or labelstudio.json), then run\n"
+                     f"  segloop labels import <finished file or folder>{flag}")
+    else:
+        lines.append(f"Restore any round with: segloop rounds checkout N{flag}")
+    return "\n".join(lines)
+
+
+def _cmd_labels(args: argparse.Namespace) -> int:
+    from segloop.active import human
+    from segloop.active.loop import prepare
+
+    ctx = prepare(_load(args.pipeline))
+    if args.action == "export":
+        folder = human.export_pending(ctx, Path(args.out) if args.out else None)
+        print(f"tasks of the pending round written to {folder}")
+        return 0
+    info = human.import_round(ctx, args.path)
+    print(f"round {info.number:03d} committed: {info.path} (tag {info.tag})")
     return 0
 
 
 def _cmd_rounds(args: argparse.Namespace) -> int:
-    from segloop.smoke import open_workspace
+    from segloop.context import open_workspace
     from segloop.versioning import checkout_round, list_rounds
 
     ws = open_workspace(_load(args.pipeline))
@@ -82,7 +124,7 @@ def _cmd_rounds(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from segloop.smoke import resolve_data_root
+    from segloop.context import resolve_data_root
 
     print(resolve_data_root(_load(args.pipeline)))
     return 0
@@ -105,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="show or validate config files")
     p.add_argument("action", choices=("show", "validate"))
     p.add_argument("paths", nargs="*", metavar="PATH")
+    p.add_argument("--defaults", action="store_true", help="show the built-in defaults")
     p.set_defaults(func=_cmd_config)
 
     p = sub.add_parser("run", help="run a flow on Prefect's local server")
@@ -121,6 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     for q in (lp, cp):
         q.add_argument("--pipeline", "-p", help=pipeline_help)
     p.set_defaults(func=_cmd_rounds)
+
+    p = sub.add_parser("labels", help="export labelling tasks / import finished labels")
+    ls = p.add_subparsers(dest="action", required=True)
+    ep = ls.add_parser("export", help="write the pending round's tasks (COCO, Label Studio)")
+    ep.add_argument("--out", help="folder to write to (default: the workspace's work/ folder)")
+    ip = ls.add_parser("import", help="validate finished labels and commit the pending round")
+    ip.add_argument("path", help="COCO JSON, Label Studio JSON export, or a folder of PNGs")
+    for q in (ep, ip):
+        q.add_argument("--pipeline", "-p", help=pipeline_help)
+    p.set_defaults(func=_cmd_labels)
 
     p = sub.add_parser("data", help="find (or download once) the configured dataset")
     p.add_argument("action", choices=("locate",))

@@ -118,8 +118,58 @@ class PseudolabelConfig(Section):
     """Pseudo-labels and seeds: not implemented yet."""
 
 
+class TrainConfig(Section):
+    """Segmentation model and its fixed-step schedule (the same every round)."""
+
+    model: Literal["unet", "lraspp", "deeplabv3"] = "unet"
+    width: int = Field(16, ge=4, description="U-Net base channels")
+    depth: int = Field(4, ge=1, le=6, description="U-Net down/up stages")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="also drives MC-dropout (BALD)")
+    pretrained: bool = Field(False, description="torchvision ImageNet backbone, if cached")
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    scale: tuple[float, float] = Field((0.75, 1.25), description="scale jitter range")
+    flip: bool = True
+    class_weights: Literal["none", "inverse_sqrt"] | tuple[float, ...] = Field(
+        "none", description="'none', 'inverse_sqrt' (from labelled pixel counts) or one per class")
+    eval_batch_size: int = Field(32, ge=1)
+
+
+class RegionConfig(Section):
+    """Units of labelling at region level."""
+
+    source: Literal["slic", "sam"] = "slic"
+    n_segments: int = Field(150, ge=2, description="SLIC superpixels per image (approx.)")
+    compactness: float = Field(10.0, gt=0)
+    sam_embeddings: str | None = Field(None, description="embed flow output (source: sam)")
+
+
 class ActiveConfig(Section):
-    """The active-learning loop: not implemented yet (issue 3)."""
+    """The active-learning loop: train, score the pool, select, label, version, repeat."""
+
+    pool_split: str = "train"
+    eval_split: str = "val"
+    image_size: tuple[int, int] | None = Field(
+        (96, 128), description="working (height, width); null = the images' own size")
+    pool_limit: int | None = Field(None, ge=1, description="use only the first N pool images")
+    eval_limit: int | None = Field(None, ge=1)
+    level: Literal["image", "region"] = "image"
+    strategy: str = "uig"
+    initial_fraction: float = Field(
+        0.02, gt=0, le=1, description="round 0, random: of images (image level) or pixels")
+    budget_per_round: float = Field(
+        0.02, gt=0, description="per round: a fraction (< 1) of the pool's images (image "
+        "level) or pixels (region level), or a number (>= 1) of images/regions")
+    rounds: int = Field(5, ge=0, description="rounds after round 0")
+    annotator: Literal["dominant", "exact", "human"] = Field(
+        "exact", description="simulated from ground truth (region: dominant class or exact "
+        "pixels), or human: export tasks and stop until `segloop labels import`")
+    class_balanced: bool = False
+    click_cost_pixels: float = Field(0.0, ge=0, description="cost of one region click")
+    mc_samples: int = Field(8, ge=2, description="MC-dropout samples for BALD")
+    region: RegionConfig = RegionConfig()
 
 
 class Config(Section):
@@ -131,6 +181,7 @@ class Config(Section):
     embed: EmbedConfig = EmbedConfig()
     pseudolabel: PseudolabelConfig = PseudolabelConfig()
     active: ActiveConfig = ActiveConfig()
+    train: TrainConfig = TrainConfig()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (lists, not tuples), ready for YAML."""

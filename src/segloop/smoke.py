@@ -17,12 +17,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from segloop.config import Config
-from segloop.data.camvid import locate_camvid
 from segloop.data.datasets import open_dataset
 from segloop.data.fs import read_bytes
 from segloop.data.parquet import read_table, write_table
 from segloop.data.schemas import LABEL_ROUND, MANIFEST
-from segloop.versioning import RoundInfo, Workspace, commit_round, init_workspace, version_path
+from segloop.versioning import RoundInfo, Workspace, commit_round, version_path
 
 MANIFEST_FILE = "manifest.parquet"
 
@@ -43,21 +42,6 @@ class SmokeResult:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-def resolve_data_root(cfg: Config) -> str:
-    """The dataset root to read: ``data.root``, or for ``auto`` the located/downloaded CamVid."""
-    d = cfg.data
-    if d.format == "camvid":
-        return locate_camvid(d.root, candidates=d.candidates, download_dir=d.download_dir,
-                             source=d.download_url, download=d.download, splits=(d.split,))
-    return d.root
-
-
-def open_workspace(cfg: Config) -> Workspace:
-    """Initialise (if needed) and return the configured git+DVC workspace."""
-    paths = cfg.base.paths
-    return init_workspace(Path(paths.workspace).resolve(), str(Path(paths.dvc_remote).resolve()))
 
 
 def dataset_dir(cfg: Config, ws: Workspace) -> Path:

@@ -42,11 +42,14 @@ def write_camvid(
 ) -> dict[str, list[str]]:
     """Write a CamVid-layout tree at ``root`` (path or fsspec URL); returns names per split.
 
-    ``<split>/<split>_NNN.png`` are random RGB images (H, W, 3) uint8 and
-    ``<split>annot/`` the same names as (H, W) uint8 id maps with ids 0..num_classes-1 and
-    pixel (0, 0) set to ``ignore``. Files are written out of order (listing must sort).
+    ``<split>annot/<split>_NNN.png`` are (H, W) uint8 id maps made of a 4x4 grid of blocks,
+    each of a random class in 0..num_classes-1, with pixel (0, 0) set to ``ignore``;
+    ``<split>/`` holds the RGB images (H, W, 3) uint8: each class's colour plus noise, so a
+    model can learn them and superpixels follow the blocks. Files are written out of order
+    (listing must sort).
     """
     rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 256, (num_classes, 3))
     fs, path = url_to_fs(root)
     names: dict[str, list[str]] = {}
     for split, n in splits.items():
@@ -54,8 +57,8 @@ def write_camvid(
         fs.makedirs(f"{path}/{split}annot", exist_ok=True)
         names[split] = []
         for i in reversed(range(n)):
-            image = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
-            label = rng.integers(0, num_classes, hw, dtype=np.uint8)
+            label = _block_label(rng, hw, num_classes)
+            image = _image_for(rng, label, palette)
             label[0, 0] = ignore
             name = f"{split}_{i:03d}.png"
             put(join(root, split, name), png_bytes(image))
@@ -63,3 +66,16 @@ def write_camvid(
             names[split].append(name)
         names[split].sort()
     return names
+
+
+def _block_label(rng: np.random.Generator, hw: tuple[int, int], num_classes: int) -> np.ndarray:
+    h, w = hw
+    grid = rng.integers(0, num_classes, (4, 4), dtype=np.uint8)
+    rows = np.minimum(np.arange(h) * 4 // max(h, 1), 3)
+    cols = np.minimum(np.arange(w) * 4 // max(w, 1), 3)
+    return grid[rows[:, None], cols[None, :]]
+
+
+def _image_for(rng: np.random.Generator, label: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    noise = rng.integers(-20, 21, (*label.shape, 3))
+    return np.clip(palette[label] + noise, 0, 255).astype(np.uint8)

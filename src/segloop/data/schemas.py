@@ -17,6 +17,10 @@ Tables (``!`` = not null):
   (-1 = whole image), label_uri string! (relative to the round folder),
   labelled_pixels int64!, total_pixels int64!, cost float64!, strategy string!,
   score float64, annotator string!, created_at timestamp[us, UTC]!.
+* ``scores`` v1: one row per candidate unit scored by an acquisition strategy in a round:
+  round int32!, image_id string!, region_id int32! (-1 = whole image), strategy string!,
+  score float64! (higher = more uncertain; -inf = not a candidate), pixels int64!,
+  pred_class int16! (dominant predicted class, -1 if unknown).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ VERSION_KEY = b"segloop.schema_version"
 
 MANIFEST = "manifest"
 LABEL_ROUND = "label_round"
+SCORES = "scores"
 
 
 @dataclass(frozen=True)
@@ -281,6 +286,25 @@ register(
                 pa.field("score", pa.float64(), nullable=True),
                 pa.field("annotator", pa.string(), nullable=False),
                 pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+            ]
+        ),
+    )
+)
+
+register(
+    TableSchema(
+        name=SCORES,
+        version=1,
+        description="one row per candidate unit (image or region) scored in a round",
+        schema=pa.schema(
+            [
+                pa.field("round", pa.int32(), nullable=False),
+                pa.field("image_id", pa.string(), nullable=False),
+                pa.field("region_id", pa.int32(), nullable=False),
+                pa.field("strategy", pa.string(), nullable=False),
+                pa.field("score", pa.float64(), nullable=False),
+                pa.field("pixels", pa.int64(), nullable=False),
+                pa.field("pred_class", pa.int16(), nullable=False),
             ]
         ),
     )

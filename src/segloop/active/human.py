@@ -1,0 +1,124 @@
+"""The human path: export a round's selection as labelling tasks, import the finished labels.
+
+Tasks are at the images' original resolution (region masks are upsampled with nearest
+neighbour from the working resolution); imported labels are checked strictly against the
+exported selection, brought back to the working resolution and committed as the round.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from segloop.active.loop import ALContext, commit_labels
+from segloop.active.selection import Budget, Selection, Unit
+from segloop.errors import DataError
+from segloop.labeling import (
+    PendingSelection,
+    TaskUnit,
+    export_coco,
+    export_labelstudio,
+    import_labels,
+    labeling_config,
+    read_selection,
+    write_selection,
+)
+from segloop.versioning import RoundInfo, next_round_number
+
+TASKS = "tasks"
+UNITS_FILE = "units.json"
+
+
+def _resize_nearest(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    if a.shape == tuple(hw):
+        return a
+    return np.asarray(Image.fromarray(a).resize((hw[1], hw[0]), Image.NEAREST))
+
+
+def task_units(ctx: ALContext, selection: Selection) -> tuple[TaskUnit, ...]:
+    """One task unit per selected unit, masks at the original image size."""
+    arrays = ctx.pool.arrays
+    out = []
+    for u in selection.units:
+        h, w = arrays.original_hw[u.image_index]
+        mask = None
+        if u.region_id >= 0:
+            assert ctx.pool.regions is not None
+            small = (ctx.pool.regions[u.image_index] == u.region_id).astype(np.uint8)
+            mask = _resize_nearest(small, (h, w)).astype(bool)
+        out.append(TaskUnit(image_id=arrays.image_ids[u.image_index],
+                            name=arrays.names[u.image_index],
+                            image_uri=ctx.pool.image_uris[u.image_index],
+                            region_id=u.region_id, height=h, width=w, mask=mask))
+    return tuple(out)
+
+
+def export_round(ctx: ALContext, n: int, selection: Selection, strategy: str) -> Path:
+    """Write ``work/round_NNN/tasks/``: selection.json, coco.json, labelstudio.json and the
+    Label Studio labelling config; returns the folder."""
+    out = ctx.work_dir(n) / TASKS
+    out.mkdir(parents=True, exist_ok=True)
+    pending = PendingSelection(
+        round=n, strategy=strategy, level=ctx.cfg.active.level,
+        classes=list(ctx.classes.names), ignore_index=ctx.classes.ignore_index,
+        units=task_units(ctx, selection), created_at=datetime.now(UTC).isoformat())
+    write_selection(pending, out)
+    export_coco(pending, out / "coco.json")
+    export_labelstudio(pending, out / "labelstudio.json")
+    (out / "labelstudio_config.xml").write_text(labeling_config(ctx.classes))
+    units = {"strategy": strategy, "budget": selection.budget.__dict__,
+             "units": [u.__dict__ for u in selection.units]}
+    (out / UNITS_FILE).write_text(json.dumps(units, indent=1) + "\n")
+    return out
+
+
+def _selection_back(folder: Path) -> tuple[Selection, str]:
+    raw = json.loads((folder / UNITS_FILE).read_text())
+    units = tuple(Unit(**u) for u in raw["units"])
+    budget = Budget(**raw["budget"])
+    spent = sum(u.pixels for u in units)
+    clicks = sum(u.region_id >= 0 for u in units)
+    sel = Selection(units=units, spent_pixels=spent,
+                    spent_cost=spent + clicks * budget.click_cost_pixels, clicks=clicks,
+                    budget=budget)
+    return sel, str(raw["strategy"])
+
+
+def import_round(ctx: ALContext, path: str | Path) -> RoundInfo:
+    """Validate the finished labels at ``path`` against the pending round and commit it."""
+    n = next_round_number(ctx.ws)
+    folder = ctx.work_dir(n) / TASKS
+    if not (folder / "selection.json").is_file():
+        raise DataError(f"no exported tasks for round {n} in {folder}: run the "
+                        "active_learning flow with active.annotator: human first")
+    pending = read_selection(folder / "selection.json")
+    imported = import_labels(path, pending, ctx.classes)
+    selection, strategy = _selection_back(folder)
+    index = ctx.pool.index_of()
+    labels = {}
+    for image_id, label in imported.labels.items():
+        if image_id not in index:
+            raise DataError(f"{path}: image {image_id} is not in the pool")
+        labels[index[image_id]] = _resize_nearest(label, ctx.pool.arrays.hw)
+    return commit_labels(ctx, n, selection, labels, strategy, "human",
+                         ctx.work_dir(n) / "scores.parquet")
+
+
+def export_pending(ctx: ALContext, out: Path | None = None) -> Path:
+    """The pending round's task folder, copied to ``out`` if given."""
+    import shutil
+
+    n = next_round_number(ctx.ws)
+    folder = ctx.work_dir(n) / TASKS
+    if not (folder / "selection.json").is_file():
+        raise DataError(f"round {n} has no pending selection in {folder}: run the "
+                        "active_learning flow with active.annotator: human to select it")
+    read_selection(folder / "selection.json")  # refuse a modified selection early
+    if out is None:
+        return folder
+    shutil.copytree(folder, out, dirs_exist_ok=True)
+    return out

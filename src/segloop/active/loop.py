@@ -1,0 +1,232 @@
+"""The active-learning loop as library steps; ``flows/active_learning.py`` runs them in order.
+
+Round 0 is a random initial set. After rounds 0..k are committed, the model trained on them
+is evaluated (its metrics are recorded on round k) and used to score the pool; the
+selection is labelled and committed as round k+1. Everything a later step needs is read
+back from the committed rounds and checkpoints, so a killed run resumes where it stopped and
+never labels, commits or tags anything twice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from segloop.active.annotator import annotate_units
+from segloop.active.pool import Pool, build_pool, load_split
+from segloop.active.rounds_io import write_round_folder
+from segloop.active.scoring import candidate_units_random, score_pool
+from segloop.active.selection import Budget, Selection, Unit, select
+from segloop.active.state import LabelState, load_state
+from segloop.config import Config
+from segloop.context import open_workspace, resolve_data_root
+from segloop.data.classes import ClassSpec
+from segloop.devices import pick_device
+from segloop.errors import ConfigError
+from segloop.train.arrays import SplitArrays
+from segloop.train.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from segloop.train.factory import build_from_config, class_weights, model_recipe, train_settings
+from segloop.train.loop import evaluate, train_model
+from segloop.train.metrics import SegMetrics
+from segloop.versioning import (
+    ROUND_DIR,
+    RoundInfo,
+    Workspace,
+    commit_round,
+    list_rounds,
+    record_round_metrics,
+    version_path,
+)
+
+WORK_DIR = "work"  # per-round scratch in the workspace (git-ignored): scores, pending tasks
+MODELS_DIR = "models"
+
+
+@dataclass(frozen=True)
+class ALContext:
+    """Everything the loop's steps share: config, workspace, pool, evaluation split, device."""
+
+    cfg: Config
+    ws: Workspace
+    pool: Pool
+    eval: SplitArrays
+    device: torch.device
+
+    @property
+    def classes(self) -> ClassSpec:
+        return self.cfg.data.classes
+
+    def round_dir(self, n: int) -> Path:
+        return self.ws.root / ROUND_DIR.format(n)
+
+    def work_dir(self, n: int) -> Path:
+        return self.ws.root / WORK_DIR / f"round_{n:03d}"
+
+    def model_path(self, k: int) -> Path:
+        return self.ws.root / MODELS_DIR / f"round_{k:03d}.safetensors"
+
+
+def prepare(cfg: Config) -> ALContext:
+    """Locate the data, open the workspace, load the pool and the evaluation split."""
+    ac = cfg.active
+    root = resolve_data_root(cfg, splits=(ac.pool_split, ac.eval_split))
+    ws = open_workspace(cfg)
+    _ignore_work_dir(ws)
+    pool = build_pool(cfg, root)
+    if pool.arrays.labels is None and ac.annotator != "human":
+        raise ConfigError(f"the pool split {ac.pool_split!r} has no labels: the simulated "
+                              "annotator needs ground truth; set active.annotator: human")
+    evaluation, _ = load_split(cfg, root, ac.eval_split, ac.eval_limit)
+    return ALContext(cfg, ws, pool, evaluation, pick_device(cfg.base.device))
+
+
+def _ignore_work_dir(ws: Workspace) -> None:
+    gitignore = ws.root / ".gitignore"
+    lines = gitignore.read_text().splitlines() if gitignore.exists() else []
+    if f"/{WORK_DIR}/" not in lines:
+        gitignore.write_text("\n".join([*lines, f"/{WORK_DIR}/"]) + "\n")
+
+
+def committed_rounds(ctx: ALContext) -> list[RoundInfo]:
+    return list_rounds(ctx.ws)
+
+
+def label_state(ctx: ALContext, upto: int) -> LabelState:
+    """Labels of rounds 0..upto (read back from their folders)."""
+    folders = [ctx.round_dir(n) for n in range(upto + 1)]
+    return load_state(ctx.pool, folders, ctx.cfg.active, ctx.classes.ignore_index)
+
+
+def budget(ctx: ALContext, value: float) -> Budget:
+    """A fraction (< 1) of the pool's images (image level) or pixels (region level), or a
+    count (>= 1) of images / regions."""
+    ac = ctx.cfg.active
+    if value >= 1:
+        return Budget(units=int(value), click_cost_pixels=ac.click_cost_pixels)
+    if ac.level == "image":
+        return Budget(units=max(1, round(value * len(ctx.pool))))
+    return Budget(pixels=int(value * ctx.pool.total_pixels),
+                  click_cost_pixels=ac.click_cost_pixels)
+
+
+def initial_selection(ctx: ALContext) -> Selection:
+    """Round 0: random units up to ``active.initial_fraction``."""
+    gen = torch.Generator().manual_seed(ctx.cfg.base.seed * 1_000_003)
+    state = LabelState.empty(ctx.pool, ctx.classes.ignore_index)
+    units = candidate_units_random(ctx.pool, state, ctx.cfg.active.level, gen)
+    return _checked(select(units, budget(ctx, ctx.cfg.active.initial_fraction)), units,
+                    "active.initial_fraction")
+
+
+def _checked(selection: Selection, units: list[Unit], key: str) -> Selection:
+    """An empty selection while units remain means the budget cannot buy even one."""
+    if units and not selection.units:
+        cheapest = min(u.pixels for u in units)
+        raise ConfigError(
+            f"{key}: the budget ({selection.to_dict()['budget_pixels']} pixels, "
+            f"{selection.to_dict()['budget_units']} units) buys no unit; the cheapest costs "
+            f"{cheapest} pixels. Raise {key} or use smaller regions "
+            "(active.region.n_segments).")
+    return selection
+
+
+def train_after(ctx: ALContext, k: int, state: LabelState,
+                progress: bool = True) -> tuple[nn.Module, float]:
+    """The model trained on rounds 0..k: loaded from its checkpoint if one exists, else
+    trained with seed ``base.seed * 1000 + k``, saved (safetensors) and versioned with DVC.
+    Returns the model and the seconds its training took."""
+    tc = ctx.cfg.train
+    c = ctx.classes.num_classes
+    torch.manual_seed(_seed(ctx, k))  # weight init, then train_model reseeds for batches
+    model = build_from_config(tc, c)
+    path = ctx.model_path(k)
+    recipe = {**model_recipe(tc, c), "rounds": k, "steps": tc.steps, "seed": _seed(ctx, k)}
+    if path.is_file() and read_meta(path).get("recipe") == recipe:
+        meta = load_checkpoint(model, path)
+        return model.to(ctx.device), float(meta.get("train_seconds", 0.0))
+    labels = torch.from_numpy(state.labels)
+    weights = class_weights(tc, labels, c, ctx.classes.ignore_index)
+    start = time.perf_counter()
+    train_model(model, ctx.pool.arrays.images, labels,
+                train_settings(tc, _seed(ctx, k), weights), ctx.classes.ignore_index,
+                ctx.device, progress=progress, desc=f"training on rounds 0..{k}")
+    seconds = time.perf_counter() - start
+    save_checkpoint(model, path, {"recipe": recipe, "train_seconds": seconds})
+    version_path(ctx.ws, path.relative_to(ctx.ws.root).as_posix(),
+                 f"model: trained on label rounds 0..{k:03d}")
+    return model, seconds
+
+
+def _seed(ctx: ALContext, k: int) -> int:
+    return ctx.cfg.base.seed * 1000 + k
+
+
+def evaluate_model(ctx: ALContext, model: nn.Module) -> SegMetrics:
+    assert ctx.eval.labels is not None
+    return evaluate(model, ctx.eval.images, ctx.eval.labels, ctx.classes.names,
+                    ctx.classes.ignore_index, ctx.device, ctx.cfg.train.eval_batch_size)
+
+
+def record_metrics(ctx: ALContext, k: int, state: LabelState, metrics: SegMetrics,
+                   extra: dict[str, Any]) -> dict[str, Any]:
+    """Record (git-tracked JSON) the metrics of the model trained on rounds 0..k on round k."""
+    record = {"round": k, "strategy": ctx.cfg.active.strategy, "level": ctx.cfg.active.level,
+              **state.summary(ctx.pool), **metrics.to_dict(), **extra}
+    record_round_metrics(ctx.ws, k, record)
+    return record
+
+
+def score_and_select(ctx: ALContext, model: nn.Module, state: LabelState, n: int,
+                     progress: bool = True) -> tuple[Selection, Path, float]:
+    """Score the unlabelled pool with the round's strategy and select round ``n``'s units.
+
+    Writes the ``scores`` table to ``work/round_NNN/scores.parquet``; returns the selection,
+    that path and the scoring seconds.
+    """
+    ac = ctx.cfg.active
+    path = ctx.work_dir(n) / "scores.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    units = score_pool(model, ctx.pool, state, ac.strategy, ac.level, ctx.device,
+                       round_number=n, seed=ctx.cfg.base.seed,
+                       batch_size=ctx.cfg.train.eval_batch_size, mc_samples=ac.mc_samples,
+                       table_path=path, progress=progress)
+    seconds = time.perf_counter() - start
+    selection = select(units, budget(ctx, ac.budget_per_round), ac.class_balanced)
+    return _checked(selection, units, "active.budget_per_round"), path, seconds
+
+
+def simulate_labels(ctx: ALContext, selection: Selection) -> dict[int, np.ndarray]:
+    """Labels from ground truth for the selected units: image index -> (H, W) uint8."""
+    gt = ctx.pool.arrays.labels
+    assert gt is not None
+    mode = "exact" if ctx.cfg.active.annotator == "exact" else "dominant"
+    by_image: dict[int, list[int]] = {}
+    for u in selection.units:
+        by_image.setdefault(u.image_index, []).append(u.region_id)
+    regions = ctx.pool.regions
+    out = {}
+    for i, rids in by_image.items():
+        region_map = regions[i] if regions is not None else np.zeros(ctx.pool.arrays.hw, int)
+        out[i] = annotate_units(gt[i].numpy(), region_map, rids, mode, ctx.classes.ignore_index)
+    return out
+
+
+def commit_labels(ctx: ALContext, n: int, selection: Selection, labels: dict[int, np.ndarray],
+                  strategy: str, annotator: str, scores: Path | None = None) -> RoundInfo:
+    """Write round ``n``'s folder (labels, table, metadata, scores) and version it."""
+    created = datetime.now(UTC)
+
+    def write(folder: Path) -> None:
+        write_round_folder(folder, ctx.pool, n, selection, labels, ctx.cfg, strategy,
+                           annotator, created, scores)
+
+    what = f"{len(selection.units)} {'images' if ctx.cfg.active.level == 'image' else 'regions'}"
+    return commit_round(ctx.ws, n, write, message=f"labels: round {n:03d} ({what}, {strategy})")

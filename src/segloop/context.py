@@ -1,0 +1,25 @@
+"""Where a run's data and workspace come from: shared by every flow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from segloop.config import Config
+from segloop.data.camvid import locate_camvid
+from segloop.versioning import Workspace, init_workspace
+
+
+def resolve_data_root(cfg: Config, splits: tuple[str, ...] | None = None) -> str:
+    """The dataset root to read: ``data.root``, or for ``auto`` the located/downloaded CamVid."""
+    d = cfg.data
+    if d.format == "camvid":
+        return locate_camvid(d.root, candidates=d.candidates, download_dir=d.download_dir,
+                             source=d.download_url, download=d.download,
+                             splits=splits or (d.split,))
+    return d.root
+
+
+def open_workspace(cfg: Config) -> Workspace:
+    """Initialise (if needed) and return the configured git+DVC workspace."""
+    paths = cfg.base.paths
+    return init_workspace(Path(paths.workspace).resolve(), str(Path(paths.dvc_remote).resolve()))

@@ -1,0 +1,65 @@
+"""Model checkpoints as safetensors files, written atomically, with the build recipe inside."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from segloop.errors import DataError, ModelNotFoundError
+
+META_KEY = "segloop"
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write ``model``'s state dict to ``path`` (temp name, then rename) with ``meta`` as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    try:
+        save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The ``meta`` stored by :func:`save_checkpoint` (without loading tensors)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    _require(path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = (fh.metadata() or {}).get(META_KEY, "{}")
+    except (SafetensorError, OSError) as exc:
+        raise DataError(f"{path} is not a readable safetensors checkpoint ({exc}): delete it "
+                        "and rerun to retrain") from exc
+    return dict(json.loads(raw))
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> dict[str, Any]:
+    """Load weights into ``model`` (strict: every key must match); returns the stored meta."""
+    path = Path(path)
+    meta = read_meta(path)
+    state = load_file(str(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise DataError(
+            f"{path} does not fit the configured model (missing {list(missing)[:5]}, "
+            f"unexpected {list(unexpected)[:5]}): it was saved by a model built as "
+            f"{meta.get('model')}; fix the train section or delete the checkpoint to retrain")
+    return meta
+
+
+def _require(path: Path) -> None:
+    if not path.is_file():
+        raise ModelNotFoundError(f"checkpoint not found: {path}")

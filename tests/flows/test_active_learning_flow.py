@@ -1,0 +1,121 @@
+"""The active-learning flow on a tiny fixture: rounds, versioning, resume, reports."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from segloop.config import Config, parse_config
+from segloop.data.parquet import read_table
+from segloop.data.schemas import LABEL_ROUND, SCORES
+
+
+def al_config(tmp_path: Path, root: Path, name: str, **active: Any) -> Config:
+    return parse_config({
+        "base": {"seed": 1, "paths": {"workspace": str(tmp_path / name / "ws"),
+                                      "dvc_remote": str(tmp_path / name / "remote"),
+                                      "reports": str(tmp_path / name / "reports")}},
+        "data": {"root": str(root)},
+        "train": {"width": 4, "depth": 2, "steps": 4, "batch_size": 2},
+        "active": {"image_size": [24, 32], "rounds": 2, "initial_fraction": 0.2,
+                   "budget_per_round": 0.2, "strategy": "entropy", **active},
+    })
+
+
+def _rounds(ws: Path) -> list[dict[str, Any]]:
+    """What each committed round holds, minus timestamps: units and label bytes."""
+    out = []
+    for folder in sorted(p for p in (ws / "data/labels").glob("round_*") if p.is_dir()):
+        table = read_table(str(folder / "round.parquet"), LABEL_ROUND,
+                           columns=["image_id", "region_id", "strategy", "score"])
+        labels = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                  for p in sorted((folder / "labels").iterdir())}
+        out.append({"units": sorted(zip(table.column("image_id").to_pylist(),
+                                        table.column("region_id").to_pylist(), strict=True)),
+                    "strategy": set(table.column("strategy").to_pylist()), "labels": labels})
+    return out
+
+
+def _tags(ws: Path) -> list[str]:
+    return subprocess.run(["git", "tag", "--list", "labels/*"], cwd=ws, check=True,
+                          capture_output=True, text=True).stdout.split()
+
+
+def test_two_rounds_image_level(prefect_harness: None, camvid_root: Path,
+                                tmp_path: Path) -> None:
+    from flows.active_learning import active_learning_flow
+
+    result = active_learning_flow(config=al_config(tmp_path, camvid_root, "a"))
+    ws = tmp_path / "a/ws"
+    assert result.status == "complete"
+    assert _tags(ws) == ["labels/r000", "labels/r001", "labels/r002"]
+    rounds = _rounds(ws)
+    assert [len(r["units"]) for r in rounds] == [2, 2, 2]  # 20% of 10 images per round
+    images = [u[0] for r in rounds for u in r["units"]]
+    assert len(set(images)) == 6  # never the same image twice
+    assert rounds[0]["strategy"] == {"random"} and rounds[1]["strategy"] == {"entropy"}
+    scores = read_table(str(ws / "data/labels/round_001/scores.parquet"), SCORES)
+    assert scores.num_rows == 8  # the 8 unlabelled images were scored
+    assert [r["round"] for r in result.rounds] == [0, 1, 2]
+    assert [r["labelled_images"] for r in result.rounds] == [2, 4, 6]
+    assert all(0.0 <= r["miou"] <= 1.0 for r in result.rounds)
+    for key in ("metrics", "rounds", "plot"):
+        assert Path(result.reports[key]).is_file()
+    for k in range(3):
+        assert (ws / f"models/round_{k:03d}.safetensors").is_file()
+
+
+def test_resume_after_an_interrupted_round_matches_an_uninterrupted_run(
+    prefect_harness: None, camvid_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.active_learning import active_learning_flow
+    from segloop.active import loop
+
+    active_learning_flow(config=al_config(tmp_path, camvid_root, "full"))
+
+    real = loop.commit_labels
+
+    def killed_in_round_2(ctx, n, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if n == 2:
+            raise KeyboardInterrupt("killed")
+        return real(ctx, n, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "commit_labels", killed_in_round_2)
+    with pytest.raises(BaseException, match="killed"):
+        active_learning_flow(config=al_config(tmp_path, camvid_root, "resumed"))
+    ws = tmp_path / "resumed/ws"
+    assert _tags(ws) == ["labels/r000", "labels/r001"]
+    assert not list((ws / "data/labels").glob(".round_*"))  # nothing half-written
+    monkeypatch.setattr(loop, "commit_labels", real)
+    result = active_learning_flow(config=al_config(tmp_path, camvid_root, "resumed"))
+    assert result.status == "complete"
+    assert _tags(ws) == _tags(tmp_path / "full/ws")
+    assert _rounds(ws) == _rounds(tmp_path / "full/ws")
+    # a third run has nothing left to do: no new commit
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ws, capture_output=True,
+                          text=True).stdout
+    active_learning_flow(config=al_config(tmp_path, camvid_root, "resumed"))
+    assert subprocess.run(["git", "rev-parse", "HEAD"], cwd=ws, capture_output=True,
+                          text=True).stdout == head
+
+
+def test_region_level_round_labels_only_selected_regions(
+    prefect_harness: None, camvid_root: Path, tmp_path: Path
+) -> None:
+    from flows.active_learning import active_learning_flow
+
+    cfg = al_config(tmp_path, camvid_root, "r", level="region", rounds=1, strategy="uig",
+                    initial_fraction=0.05, budget_per_round=0.05, annotator="dominant",
+                    region={"n_segments": 12})
+    result = active_learning_flow(config=cfg)
+    assert [r["round"] for r in result.rounds] == [0, 1]
+    pool_pixels = 10 * 24 * 32
+    for row in result.rounds:
+        assert row["labelled_pixels"] <= 0.05 * pool_pixels * (row["round"] + 1)
+        assert row["clicks"] > 0
+    units = _rounds(tmp_path / "r/ws")[1]["units"]
+    assert units and all(region >= 0 for _, region in units)
