@@ -51,12 +51,15 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> dict[str, Any]:
     path = Path(path)
     meta = read_meta(path)
     state = load_file(str(path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        problem = f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}"
+    except RuntimeError as exc:  # same keys, other shapes
+        missing, unexpected, problem = [None], [], str(exc).splitlines()[-1].strip()
     if missing or unexpected:
         raise DataError(
-            f"{path} does not fit the configured model (missing {list(missing)[:5]}, "
-            f"unexpected {list(unexpected)[:5]}): it was saved by a model built as "
-            f"{meta.get('model')}; fix the train section or delete the checkpoint to retrain")
+            f"{path} does not fit the configured model ({problem}): it was saved with "
+            f"{meta.get('recipe')}; fix the train section or delete the checkpoint to retrain")
     return meta
 
 
