@@ -1,5 +1,5 @@
 # segloop: the two commands a fresh clone needs.
-#   make demo   run the main job (the smoke pipeline on CamVid, Prefect's local server)
+#   make demo   run the main job (a short active-learning loop on CamVid, Prefect local server)
 #   make test   run the test suite
 # Both create .venv and install the project into it on first use.
 
@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PIPELINE ?= pipelines/smoke.yaml
+PIPELINE ?= pipelines/camvid-al-demo.yaml
 PYTEST_ARGS ?=
 
 export HF_HUB_OFFLINE := 1
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/segloop run smoke --pipeline $(PIPELINE)
+	$(BIN)/segloop run active_learning --pipeline $(PIPELINE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -40,7 +40,7 @@ repro: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 clean-demo:
-	rm -rf .segloop/demo
+	rm -rf .segloop/demo .segloop/smoke
 
 # params.yaml spells out every default (DVC tracks it); regenerate after changing defaults.
 params: $(STAMP)

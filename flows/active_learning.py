@@ -61,6 +61,7 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
         t.commit_labels(ctx, 0, selection, labels, "random", ac.annotator, None)
         committed = [0]
     # 3. Per round: train on rounds 0..k, evaluate, score, select, label, commit round k+1.
+    new_rounds = 0
     for k in range(max(committed), ac.rounds + 1):
         update_progress_artifact(progress, 100.0 * k / (ac.rounds + 1))
         state = t.label_state(ctx, k)
@@ -81,6 +82,11 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
             return _wait(ctx, k + 1, selection, ac.strategy, scores, logger)
         labels = t.simulate_labels(ctx, selection)
         t.commit_labels(ctx, k + 1, selection, labels, ac.strategy, ac.annotator, scores)
+        new_rounds += 1
+        if ac.rounds_per_run is not None and new_rounds >= ac.rounds_per_run:
+            logger.info("committed %d new round(s) (active.rounds_per_run): the next run "
+                        "trains on them and goes on", new_rounds)
+            break
     update_progress_artifact(progress, 100.0)
     # 4. Report: rounds table, summary, curve.
     return _publish(ctx, "complete")

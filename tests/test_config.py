@@ -51,8 +51,8 @@ def test_bad_value_names_key_and_value(tmp_path: Path) -> None:
 
 
 def test_unknown_key_in_empty_for_now_section() -> None:
-    with pytest.raises(ConfigError, match=r"active\.strategy: unknown key"):
-        parse_config({"active": {"strategy": "uig"}}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"synth\.classes: unknown key"):
+        parse_config({"synth": {"classes": ["forklift"]}}, "x.yaml")
 
 
 def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
@@ -85,3 +85,14 @@ def test_classes_builtin_name_or_explicit_spec() -> None:
 def test_dump_round_trips() -> None:
     cfg = parse_config({"smoke": {"n_images": 7}, "data": {"split": "val"}})
     assert parse_config(yaml.safe_load(dump_config(cfg))) == cfg
+
+
+def test_config_strategies_are_the_implemented_ones() -> None:
+    from typing import get_args
+
+    from segloop.active.acquisition import STRATEGIES
+    from segloop.config import ActiveConfig
+
+    assert set(get_args(ActiveConfig.model_fields["strategy"].annotation)) == set(STRATEGIES)
+    with pytest.raises(ConfigError, match=r"active\.strategy"):
+        parse_config({"active": {"strategy": "coreset"}})

@@ -20,7 +20,7 @@ def al_config(tmp_path: Path, root: Path, name: str, **active: Any) -> Config:
                                       "dvc_remote": str(tmp_path / name / "remote"),
                                       "reports": str(tmp_path / name / "reports")}},
         "data": {"root": str(root)},
-        "train": {"width": 4, "depth": 2, "steps": 4, "batch_size": 2},
+        "train": {"model": "unet", "width": 4, "depth": 2, "steps": 4, "batch_size": 2},
         "active": {"image_size": [24, 32], "rounds": 2, "initial_fraction": 0.2,
                    "budget_per_round": 0.2, "strategy": "entropy", **active},
     })
@@ -119,3 +119,17 @@ def test_region_level_round_labels_only_selected_regions(
         assert row["clicks"] > 0
     units = _rounds(tmp_path / "r/ws")[1]["units"]
     assert units and all(region >= 0 for _, region in units)
+
+
+def test_rounds_per_run_stops_early_and_the_next_run_goes_on(
+    prefect_harness: None, camvid_root: Path, tmp_path: Path
+) -> None:
+    from flows.active_learning import active_learning_flow
+
+    cfg = al_config(tmp_path, camvid_root, "n", rounds=2, rounds_per_run=1)
+    first = active_learning_flow(config=cfg)
+    assert _tags(tmp_path / "n/ws") == ["labels/r000", "labels/r001"]
+    assert [r["round"] for r in first.rounds] == [0]
+    second = active_learning_flow(config=cfg)
+    assert _tags(tmp_path / "n/ws") == ["labels/r000", "labels/r001", "labels/r002"]
+    assert [r["round"] for r in second.rounds] == [0, 1]
