@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from segloop.active.acquisition import STRATEGIES
-from segloop.active.annotator import annotate_units
+from segloop.active.loop import simulated_labels
 from segloop.active.pool import Pool, compute_regions
 from segloop.active.scoring import candidate_units_random, score_pool
 from segloop.active.selection import Budget, select
@@ -109,15 +109,9 @@ def miou(model: torch.nn.Module, ev: SplitArrays) -> dict[str, Any]:
 
 
 def label_selection(pool: Pool, state: LabelState, selection, mode: str) -> None:
-    gt = pool.arrays.labels
-    assert gt is not None
-    by_image: dict[int, list[int]] = {}
-    for u in selection.units:
-        by_image.setdefault(u.image_index, []).append(u.region_id)
-    for i, rids in by_image.items():
-        regions = pool.regions[i] if pool.regions is not None else np.zeros(pool.arrays.hw, int)
-        label = annotate_units(gt[i].numpy(), regions, rids, mode, IGNORE)
-        state.apply(pool, i, rids, label)
+    for i, label in simulated_labels(pool, selection, mode, IGNORE).items():
+        state.apply(pool, i, [u.region_id for u in selection.units if u.image_index == i],
+                    label)
 
 
 def budget_for(level: str, fraction: float, pool: Pool, state: LabelState) -> Budget:

@@ -205,17 +205,25 @@ def score_and_select(ctx: ALContext, model: nn.Module, state: LabelState, n: int
 
 def simulate_labels(ctx: ALContext, selection: Selection) -> dict[int, np.ndarray]:
     """Labels from ground truth for the selected units: image index -> (H, W) uint8."""
-    gt = ctx.pool.arrays.labels
-    assert gt is not None
     mode = "exact" if ctx.cfg.active.annotator == "exact" else "dominant"
+    return simulated_labels(ctx.pool, selection, mode, ctx.classes.ignore_index)
+
+
+def simulated_labels(pool: Pool, selection: Selection, mode: str,
+                     ignore_index: int) -> dict[int, np.ndarray]:
+    """The simulated annotator over a selection: image index -> (H, W) uint8, ignore
+    outside the selected units; regions get their ``mode`` answer (exact or dominant)."""
+    gt = pool.arrays.labels
+    if gt is None:
+        raise ConfigError("the simulated annotator needs ground truth in the pool split")
     by_image: dict[int, list[int]] = {}
     for u in selection.units:
         by_image.setdefault(u.image_index, []).append(u.region_id)
-    regions = ctx.pool.regions
     out = {}
     for i, rids in by_image.items():
-        region_map = regions[i] if regions is not None else np.zeros(ctx.pool.arrays.hw, int)
-        out[i] = annotate_units(gt[i].numpy(), region_map, rids, mode, ctx.classes.ignore_index)
+        region_map = pool.regions[i] if pool.regions is not None else np.zeros(pool.arrays.hw,
+                                                                                np.int32)
+        out[i] = annotate_units(gt[i].numpy(), region_map, rids, mode, ignore_index)
     return out
 
 
