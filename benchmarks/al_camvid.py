@@ -37,6 +37,7 @@ import os
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="1 seed, 2 budgets per level, short schedule, 60 pool images")
     p.add_argument("--out", default=str(HERE / "results" / "al_camvid.json"))
     p.add_argument("--plot-only", action="store_true", help="redraw the plot from the JSON")
+    p.add_argument("--table", action="store_true",
+                   help="print the JSON's results as a markdown table (for the README)")
     return p.parse_args(argv)
 
 
@@ -123,10 +126,13 @@ def budget_for(level: str, fraction: float, pool: Pool, state: LabelState) -> Bu
 
 def point(level: str, strategy: str, seed: int, budget: float, state: LabelState, pool: Pool,
           result: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    touched = np.flatnonzero(state.image_queried())
+    # CamVid names start with their video sequence (val is all 0016E5): where labels went.
+    sequences = Counter(pool.arrays.names[i].split("_")[0] for i in touched)
     return {"level": level, "strategy": strategy, "seed": seed, "budget_fraction": budget,
             "image_fraction": state.labelled_images / len(pool),
             "pixel_fraction": state.queried_pixels / pool.total_pixels, "clicks": state.clicks,
-            **result, **extra}
+            "images_by_sequence": dict(sorted(sequences.items())), **result, **extra}
 
 
 # ---- the protocol -------------------------------------------------------------------------
@@ -290,6 +296,47 @@ def plot(data: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def markdown_table(data: dict[str, Any]) -> str:
+    """mIoU mean +- std (and % of full supervision) per level, strategy and budget."""
+    full = data.get("full_miou")
+    lines = [f"Full supervision (same model, {data['protocol']['full_steps']} steps): "
+             + (f"{full:.4f} +- {data['full_miou_std']:.4f} mIoU over "
+                f"{len(data['full'])} seed(s)" if full else "not run yet"), ""]
+    for level, unit in (("image", "images"), ("region", "pixels")):
+        cs = [c for c in data["curves"] if c["level"] == level]
+        budgets = sorted({c["budget_fraction"] for c in cs})
+        if not cs:
+            continue
+        lines.append(f"| {level} level: % of {unit} | "
+                     + " | ".join(f"{100 * b:g}%" for b in budgets) + " | to 95% of full |")
+        lines.append("|---" * (len(budgets) + 2) + "|")
+        for strategy in STRATEGIES_BY_LEVEL[level]:
+            row = {c["budget_fraction"]: c for c in cs if c["strategy"] == strategy}
+            if not row:
+                continue
+            cells = []
+            for b in budgets:
+                c = row.get(b)
+                if c is None:
+                    cells.append("-")
+                    continue
+                rel = f" ({100 * c['relative_to_full']:.0f}%)" if c["relative_to_full"] else ""
+                cells.append(f"{c['miou_mean']:.3f} +- {c['miou_std']:.3f}{rel}")
+            reach = data["to95"].get(f"{level}/{strategy}")
+            cells.append("-" if reach is None else f"{100 * reach:.1f}%")
+            lines.append(f"| {strategy} (n={len(next(iter(row.values()))['seeds'])}) | "
+                         + " | ".join(cells) + " |")
+        lines.append("")
+    ratios = data.get("scoring_vs_training", [])
+    if ratios:
+        worst = max(ratios, key=lambda t: t["ratio"])
+        lines.append(f"Scoring the pool vs one training round: at most {worst['ratio']:.2f}x "
+                     f"({worst['level']}/{worst['strategy']}: {worst['score_seconds_pool']:.1f} s "
+                     f"for {worst['unlabelled_images']} images vs "
+                     f"{worst['round_train_seconds']:.0f} s of training).")
+    return "\n".join(lines)
+
+
 # ---- main ---------------------------------------------------------------------------------
 
 
@@ -302,14 +349,17 @@ def main(argv: list[str] | None = None) -> int:
             out = out.with_name("al_camvid_quick.json")
     image_budgets = IMAGE_BUDGETS[:3:2] if args.quick else IMAGE_BUDGETS
     region_budgets = REGION_BUDGETS[:3:2] if args.quick else REGION_BUDGETS
-    protocol = {k: v for k, v in vars(args).items() if k not in ("only", "out", "plot_only")}
+    protocol = {k: v for k, v in vars(args).items()
+                if k not in ("only", "out", "plot_only", "table")}
     protocol.update(image_budgets=list(image_budgets), region_budgets=list(region_budgets),
                     pool_limit=60 if args.quick else None)
     protocol["seeds"] = list(protocol["seeds"])
     protocol["size"] = list(protocol["size"])
     res = Results(out, protocol)
-    if args.plot_only:
+    if args.plot_only or args.table:
         plot(res.data, out.with_suffix(".png"))
+        if args.table:
+            print(markdown_table(res.data))
         return 0
     torch.set_num_threads(os.cpu_count() or 1)
     size = tuple(args.size)

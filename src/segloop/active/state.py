@@ -104,6 +104,11 @@ def load_state(pool: Pool, folders: Iterable[Path], ac: ActiveConfig,
     for folder in folders:
         meta = read_round_meta(folder)
         got = meta.get("settings")
+        if got is None:
+            raise ConfigError(
+                f"{folder} was not written by the active-learning loop (its round.json has no "
+                "settings; the smoke pipeline writes such rounds): point base.paths.workspace "
+                "of this pipeline at a workspace of its own")
         if got != want:
             raise ConfigError(
                 f"{folder}/round.json was made with settings {got}, but the config now says "
