@@ -67,6 +67,9 @@ def test_two_rounds_image_level(prefect_harness: None, camvid_root: Path,
         assert Path(result.reports[key]).is_file()
     for k in range(3):
         assert (ws / f"models/round_{k:03d}.safetensors").is_file()
+    # everything the flow wrote is committed (or ignored scratch): the workspace is clean
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=ws, capture_output=True,
+                          text=True, check=True).stdout == ""
 
 
 def test_resume_after_an_interrupted_round_matches_an_uninterrupted_run(

@@ -172,3 +172,15 @@ def test_lock_is_reentrant_and_exclusive(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True,
                           timeout=60)
     assert proc.returncode == 3
+
+
+def test_ignore_in_workspace_commits_once(tmp_path: Path) -> None:
+    from segloop.versioning import ignore_in_workspace, init_workspace
+
+    ws = init_workspace(tmp_path / "ws", tmp_path / "remote")
+    assert ignore_in_workspace(ws, ["/work/"]) is True
+    assert "/work/" in (ws.root / ".gitignore").read_text().splitlines()
+    assert ignore_in_workspace(ws, ["/work/"]) is False
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=ws.root, capture_output=True,
+                            text=True, check=True).stdout
+    assert status == ""

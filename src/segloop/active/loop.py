@@ -40,6 +40,7 @@ from segloop.versioning import (
     RoundInfo,
     Workspace,
     commit_round,
+    ignore_in_workspace,
     list_rounds,
     record_round_metrics,
     version_path,
@@ -78,20 +79,13 @@ def prepare(cfg: Config) -> ALContext:
     ac = cfg.active
     root = resolve_data_root(cfg, splits=(ac.pool_split, ac.eval_split))
     ws = open_workspace(cfg)
-    _ignore_work_dir(ws)
+    ignore_in_workspace(ws, [f"/{WORK_DIR}/"])
     pool = build_pool(cfg, root)
     if pool.arrays.labels is None and ac.annotator != "human":
         raise ConfigError(f"the pool split {ac.pool_split!r} has no labels: the simulated "
                               "annotator needs ground truth; set active.annotator: human")
     evaluation, _ = load_split(cfg, root, ac.eval_split, ac.eval_limit)
     return ALContext(cfg, ws, pool, evaluation, pick_device(cfg.base.device))
-
-
-def _ignore_work_dir(ws: Workspace) -> None:
-    gitignore = ws.root / ".gitignore"
-    lines = gitignore.read_text().splitlines() if gitignore.exists() else []
-    if f"/{WORK_DIR}/" not in lines:
-        gitignore.write_text("\n".join([*lines, f"/{WORK_DIR}/"]) + "\n")
 
 
 def committed_rounds(ctx: ALContext) -> list[RoundInfo]:

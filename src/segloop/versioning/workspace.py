@@ -254,3 +254,19 @@ def _relative_path(root: Path, rel_path: str | os.PathLike[str]) -> str:
     if not (root / rel).exists():
         raise VersioningError(f"{root / rel} does not exist: write the data before versioning it")
     return rel
+
+
+def ignore_in_workspace(ws: Workspace, patterns: list[str]) -> bool:
+    """Add ``patterns`` to the workspace's ``.gitignore`` (if missing) and commit it.
+
+    For scratch folders a flow keeps in the workspace. Returns whether a commit was made.
+    """
+    with versioning_lock(ws.root):
+        require_repo(ws.root)
+        path = ws.root / ".gitignore"
+        lines = path.read_text().splitlines() if path.exists() else []
+        missing = [p for p in patterns if p not in lines]
+        if not missing:
+            return False
+        path.write_text("\n".join([*lines, *missing]) + "\n")
+        return commit_paths(ws.root, [".gitignore"], f"segloop: ignore {', '.join(missing)}")
