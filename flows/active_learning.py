@@ -54,6 +54,8 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
         description="label rounds done (of active.rounds + 1)")
     # 2. Round 0: a random initial set.
     if not committed:
+        if ac.annotator == "human" and human.pending_exists(ctx, 0):
+            return _wait(ctx, 0, None, "random", None, logger)
         selection = t.initial_selection(ctx)
         if ac.annotator == "human":
             return _wait(ctx, 0, selection, "random", None, logger)
@@ -72,6 +74,9 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
                     100 * state.queried_pixels / ctx.pool.total_pixels, metrics.miou)
         if k == ac.rounds:
             break
+        if ac.annotator == "human" and human.pending_exists(ctx, k + 1):
+            logger.info("round %d is exported and waits for labels", k + 1)
+            return _wait(ctx, k + 1, None, ac.strategy, None, logger)
         selection, scores, seconds = t.score_and_select(ctx, model, state, k + 1)
         logger.info("round %d: scored the pool in %.1f s, selected %s", k + 1, seconds,
                     selection.to_dict())
@@ -94,7 +99,9 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
 
 def _wait(ctx: loop.ALContext, n: int, selection, strategy: str, scores: Path | None,
           logger) -> ALResult:  # type: ignore[no-untyped-def]
-    pending = human.export_round(ctx, n, selection, strategy)
+    """Export round ``n``'s tasks (unless already exported) and report that labels are due."""
+    pending = (human.export_round(ctx, n, selection, strategy) if selection is not None
+               else ctx.work_dir(n) / human.TASKS)
     logger.info("round %d selected: label the tasks in %s, then run `segloop labels import "
                 "%s/<finished file>`; the next flow run continues from there", n, pending,
                 pending)

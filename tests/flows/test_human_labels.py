@@ -57,6 +57,11 @@ def test_export_wait_import_resume_and_tamper(prefect_harness: None, camvid_root
     tasks = Path(first.pending)
     for name in ("selection.json", "coco.json", "labelstudio.json", "labelstudio_config.xml"):
         assert (tasks / name).is_file()
+    # a run while people label (say, the nightly schedule) keeps their export as it is
+    exported = (tasks / "selection.json").read_bytes()
+    again = active_learning_flow(config=cfg)
+    assert again.status == "waiting_for_labels" and again.pending == first.pending
+    assert (tasks / "selection.json").read_bytes() == exported
 
     # a file for another selection (tampered digest) is refused, nothing is committed
     done = _label_like_a_person(tasks, camvid_root, tmp_path / "done.json")

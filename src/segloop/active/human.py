@@ -59,8 +59,13 @@ def task_units(ctx: ALContext, selection: Selection) -> tuple[TaskUnit, ...]:
 
 def export_round(ctx: ALContext, n: int, selection: Selection, strategy: str) -> Path:
     """Write ``work/round_NNN/tasks/``: selection.json, coco.json, labelstudio.json and the
-    Label Studio labelling config; returns the folder."""
+    Label Studio labelling config; returns the folder.
+
+    An existing export of round ``n`` is kept as it is (people may be labelling it: a new
+    export would change its digest and refuse their work)."""
     out = ctx.work_dir(n) / TASKS
+    if pending_exists(ctx, n):
+        return out
     out.mkdir(parents=True, exist_ok=True)
     pending = PendingSelection(
         round=n, strategy=strategy, level=ctx.cfg.active.level,
@@ -74,6 +79,12 @@ def export_round(ctx: ALContext, n: int, selection: Selection, strategy: str) ->
              "units": [u.__dict__ for u in selection.units]}
     (out / UNITS_FILE).write_text(json.dumps(units, indent=1) + "\n")
     return out
+
+
+def pending_exists(ctx: ALContext, n: int) -> bool:
+    """Whether round ``n``'s tasks were exported (and wait for labels)."""
+    folder = ctx.work_dir(n) / TASKS
+    return (folder / "selection.json").is_file() and (folder / UNITS_FILE).is_file()
 
 
 def _selection_back(folder: Path) -> tuple[Selection, str]:
