@@ -268,6 +268,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
     for ax, level, xlabel in ((axes[0], "image", "labelled images (% of pool)"),
@@ -285,6 +286,10 @@ def plot(data: dict[str, Any], path: Path) -> None:
             ax.axhline(data["full_miou"], color="k", lw=1, label="full supervision")
             ax.axhline(0.95 * data["full_miou"], color="k", lw=1, ls="--", label="95% of full")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks([100 * c["labelled_fraction"] for c in data["curves"]
+                       if c["level"] == level and c["strategy"] == "random"])
         ax.set_xlabel(xlabel)
         ax.set_ylabel("val mIoU")
         ax.set_title(f"{level} level")
@@ -357,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     protocol["size"] = list(protocol["size"])
     res = Results(out, protocol)
     if args.plot_only or args.table:
+        res.data.update(summarize(res.data))
         plot(res.data, out.with_suffix(".png"))
         if args.table:
             print(markdown_table(res.data))
