@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo test test-slow lint repro clean-demo venv params
+.PHONY: demo test lint repro clean-demo venv params
 
 venv: $(STAMP)
 
@@ -28,9 +28,6 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
-
-test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src flows tasks tests benchmarks

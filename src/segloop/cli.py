@@ -117,10 +117,19 @@ def _cmd_rounds(args: argparse.Namespace) -> int:
     print(f"{'round':>5}  {'tag':<12} {'date':<25} {'files':>6} {'size':>10}  metrics")
     for r in rounds:
         metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in (r.metrics or {}).items()) or "-"
+                            for k, v in _headline(r.metrics or {}).items()) or "-"
         print(f"{r.number:>5}  {r.tag:<12} {r.date:<25} {r.n_files:>6} "
               f"{_human(r.size_bytes):>10}  {metrics}")
     return 0
+
+
+HEADLINE = ("miou", "pixel_fraction", "image_fraction", "labelled_images", "clicks")
+
+
+def _headline(metrics: dict) -> dict:  # type: ignore[type-arg]
+    """The few numbers a table row can hold (all of them with --json)."""
+    shown = {k: metrics[k] for k in HEADLINE if k in metrics}
+    return shown or {k: v for k, v in metrics.items() if not isinstance(v, dict | list)}
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
