@@ -55,10 +55,10 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
     # 2. Round 0: a random initial set.
     if not committed:
         if ac.annotator == "human" and human.pending_exists(ctx, 0):
-            return _wait(ctx, 0, None, "random", None, logger)
+            return _wait(ctx, 0, None, "random", logger)
         selection = t.initial_selection(ctx)
         if ac.annotator == "human":
-            return _wait(ctx, 0, selection, "random", None, logger)
+            return _wait(ctx, 0, selection, "random", logger)
         labels = t.simulate_labels(ctx, selection)
         t.commit_labels(ctx, 0, selection, labels, "random", ac.annotator, None)
         committed = [0]
@@ -76,7 +76,7 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
             break
         if ac.annotator == "human" and human.pending_exists(ctx, k + 1):
             logger.info("round %d is exported and waits for labels", k + 1)
-            return _wait(ctx, k + 1, None, ac.strategy, None, logger)
+            return _wait(ctx, k + 1, None, ac.strategy, logger)
         selection, scores, seconds = t.score_and_select(ctx, model, state, k + 1)
         logger.info("round %d: scored the pool in %.1f s, selected %s", k + 1, seconds,
                     selection.to_dict())
@@ -84,7 +84,7 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
             logger.info("the pool is fully labelled: stopping after round %d", k)
             break
         if ac.annotator == "human":
-            return _wait(ctx, k + 1, selection, ac.strategy, scores, logger)
+            return _wait(ctx, k + 1, selection, ac.strategy, logger)
         labels = t.simulate_labels(ctx, selection)
         t.commit_labels(ctx, k + 1, selection, labels, ac.strategy, ac.annotator, scores)
         new_rounds += 1
@@ -97,8 +97,7 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
     return _publish(ctx, "complete")
 
 
-def _wait(ctx: loop.ALContext, n: int, selection, strategy: str, scores: Path | None,
-          logger) -> ALResult:  # type: ignore[no-untyped-def]
+def _wait(ctx: loop.ALContext, n: int, selection, strategy: str, logger) -> ALResult:  # type: ignore[no-untyped-def]
     """Export round ``n``'s tasks (unless already exported) and report that labels are due."""
     pending = (human.export_round(ctx, n, selection, strategy) if selection is not None
                else ctx.work_dir(n) / human.TASKS)
