@@ -53,11 +53,13 @@ class DataConfig(Section):
     """The dataset a flow reads."""
 
     name: str = Field("camvid", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    format: Literal["camvid", "folder"] = "camvid"
+    format: Literal["camvid", "folder", "manifest"] = "camvid"
     root: str = Field(
         "auto",
         description="Path or fsspec URL of the dataset. 'auto' (CamVid only): the first of "
-        "`candidates` that exists, else `download_dir`, downloading once from `download_url`.",
+        "`candidates` that exists, else `download_dir`, downloading once from `download_url`. "
+        "manifest: a segloop manifest table (file or folder); `split` filters its rows "
+        "('' keeps all).",
     )
     split: str = "train"
     candidates: tuple[str, ...] = ("../shared/datasets/camvid",)
@@ -74,10 +76,15 @@ class DataConfig(Section):
 
 
 class SamModelConfig(Section):
-    variant: Literal["vit_b", "vit_l", "vit_h", "tiny"] = "vit_b"
+    """Segment Anything: segment-anything's builders, weights loaded safely (weights only)."""
+
+    variant: Literal["vit_b", "vit_l", "vit_h", "tiny"] = Field(
+        "vit_b", description="vit_b/vit_l/vit_h: the released models (need a checkpoint); "
+        "tiny: a small random SAM of the same classes, for tests and plumbing checks")
     checkpoint: str | None = Field(
-        None, description="Path of the SAM checkpoint; else $SEGLOOP_SAM_CHECKPOINT."
-    )
+        None, description="Path of the checkpoint (.pth); else $SEGLOOP_SAM_CHECKPOINT, else "
+        "~/.cache/segloop/sam/<official file name>")
+    seed: int = Field(0, ge=0, description="weights of the tiny variant")
 
 
 class DiffusionModelConfig(Section):
@@ -111,7 +118,29 @@ class SynthConfig(Section):
 
 
 class EmbedConfig(Section):
-    """SAM embedding extraction: not implemented yet (issue 4)."""
+    """SAM mask embeddings to Parquet (ALGORITHMS.md section 2): the ``embed`` flow."""
+
+    output: str = Field(
+        "data/embeddings/{name}", description="Inside the workspace; {name} = data.name.")
+    source: Literal["auto", "real", "synthetic"] = Field(
+        "auto", description="partition of the output; auto: synthetic for a manifest of "
+        "synthetic images, else real")
+    points_per_side: int = Field(10, ge=1, le=64, description="grid of point prompts (d = n^2)")
+    points_per_batch: int = Field(
+        20, ge=1, description="point prompts per mask-decoder call (memory vs speed)")
+    image_batch_size: int = Field(1, ge=1, description="images per image-encoder call")
+    all_masks: bool = Field(
+        False, description="also store all three multimask outputs per point (RLE, IoU, "
+        "stability), not only the best")
+    image_embeddings: bool = Field(
+        False, description="also store the 256x64x64 image embedding (2 MiB/image as float16)")
+    embedding_dtype: Literal["float16", "float32"] = "float16"
+    shard_size: int = Field(32, ge=1, description="images per shard file (and per task)")
+    concurrent_shards: int = Field(
+        1, ge=1, description="shard tasks running at once in one flow run")
+    row_group_mb: int = Field(64, ge=1, description="Parquet row group size (in-memory MB)")
+    limit: int | None = Field(None, ge=1, description="embed only the first N images")
+    version: bool = Field(True, description="dvc add + commit + push the output at the end")
 
 
 class PseudolabelConfig(Section):

@@ -25,7 +25,7 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 )
 """File extensions treated as images (compared case-insensitively)."""
 
-FORMATS = ("camvid", "folder")
+FORMATS = ("camvid", "folder", "manifest")
 _MAX_LISTED = 5
 
 
@@ -231,11 +231,13 @@ def open_dataset(
     split: str,
     classes: ClassSpec,
     storage_options: dict[str, Any] | None = None,
-) -> CamVidLayout | ImageFolder:
+) -> _Base:
     """Open a dataset by format name.
 
     ``"camvid"``: :class:`CamVidLayout` (``root``, ``split``). ``"folder"``:
     :class:`ImageFolder` over ``<root>/<split>`` (or ``root`` itself if ``split`` is "").
+    ``"manifest"``: :class:`~segloop.data.manifest_dataset.ManifestDataset` (the rows of
+    ``split`` in the manifest table at ``root``; "" = all rows).
     """
     fmt = str(format).strip().lower()
     if fmt == "camvid":
@@ -243,6 +245,10 @@ def open_dataset(
     if fmt == "folder":
         folder = join(root, split.strip("/")) if split else root
         return ImageFolder(folder, classes, storage_options)
+    if fmt == "manifest":
+        from segloop.data.manifest_dataset import ManifestDataset  # imports the store
+
+        return ManifestDataset(root, split, classes, storage_options)
     raise DataError(f"unknown dataset format {format!r}; use one of {list(FORMATS)}")
 
 

@@ -44,14 +44,14 @@ class TableWriter:
     def __init__(
         self,
         url: str,
-        table: str,
+        table: str | TableSchema,
         *,
         row_group_bytes: int = 64 * 2**20,
         compression: str = "zstd",
         storage_options: dict[str, Any] | None = None,
     ) -> None:
         self.url = str(url)
-        self.table: TableSchema = get_schema(table)
+        self.table: TableSchema = table if isinstance(table, TableSchema) else get_schema(table)
         if row_group_bytes <= 0:
             raise StoreError(f"{self.url}: row_group_bytes must be > 0, got {row_group_bytes}")
         if compression.lower() != "none" and not _codec_available(compression):
@@ -194,7 +194,10 @@ def _fsync(fh: Any) -> None:
 
 
 def write_table(
-    url: str, table: str, data: pa.Table | pa.RecordBatch | Sequence[Mapping[str, Any]], **kw: Any
+    url: str,
+    table: str | TableSchema,
+    data: pa.Table | pa.RecordBatch | Sequence[Mapping[str, Any]],
+    **kw: Any,
 ) -> None:
     """Write ``data`` (Arrow data or row dicts) as table ``table`` at ``url`` in one go.
 
@@ -209,7 +212,7 @@ def write_table(
 
 def read_table(
     url: str,
-    table: str | None = None,
+    table: str | TableSchema | None = None,
     *,
     columns: Sequence[str] | None = None,
     filters: Filters = None,
@@ -221,7 +224,8 @@ def read_table(
         url: a file, or a directory (searched recursively; hive partition folders such as
             ``source=real/shard=00000/`` become columns, typed as in the table schema or
             else as strings). Files or folders starting with ``.`` or ``_`` are skipped.
-        table: expected table name; None takes it from the first file's metadata.
+        table: expected table name (or a :class:`TableSchema`, e.g. one made by
+            :meth:`TableSchema.with_type`); None takes it from the first file's metadata.
         columns: projection; only these columns are read from disk.
         filters: a ``pyarrow.dataset`` expression or DNF tuples, e.g.
             ``[("split", "=", "train")]``; row groups are pruned by their statistics.
@@ -232,7 +236,7 @@ def read_table(
     fs, path = url_to_fs(str(url), **(storage_options or {}))
     files, base = _list_files(fs, path, str(url))
     if table is not None:
-        expected = get_schema(table)
+        expected = table if isinstance(table, TableSchema) else get_schema(table)
     elif files:
         expected = _peek_table(fs, files[0])
     else:

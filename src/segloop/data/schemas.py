@@ -21,6 +21,21 @@ Tables (``!`` = not null):
   round int32!, image_id string!, region_id int32! (-1 = whole image), strategy string!,
   score float64! (higher = more uncertain; -inf = not a candidate), pixels int64!,
   pred_class int16! (dominant predicted class, -1 if unknown).
+* ``mask_embeddings`` v1: one row per (image, point prompt) of grid-mode SAM (the embed
+  flow): image_id string!, name string! (sample name in its dataset), height int32!,
+  width int32! (original image size), point_index int16! (row-major in the grid),
+  point_x float32!, point_y float32! (pixels, x right, y down), embedding
+  fixed_size_list<float16, 1024>! (the decoder's four mask-token outputs, token-major;
+  float32 allowed through :meth:`TableSchema.with_type`), mask_rle string! (COCO compressed
+  counts of the best mask at height x width), mask_index int8! (0..2: which multimask
+  output is best), predicted_iou float32!, stability_score float32!, bbox_xyxy
+  fixed_size_list<int32, 4>! (inclusive pixel extent; zeros if empty), area int64!, and,
+  only when all three masks are kept, all_mask_rle fixed_size_list<string, 3>,
+  all_predicted_iou and all_stability_score fixed_size_list<float32, 3>.
+* ``image_embeddings`` v1: one row per image: image_id string!, name string!, height int32!,
+  width int32!, input_height int32!, input_width int32! (the resized, unpadded input; the
+  rest of the embedding grid is padding), shape fixed_size_list<int32, 3>! (C, h, w),
+  embedding list<float16>! (C*h*w values, C-major).
 """
 
 from __future__ import annotations
@@ -40,6 +55,9 @@ VERSION_KEY = b"segloop.schema_version"
 MANIFEST = "manifest"
 LABEL_ROUND = "label_round"
 SCORES = "scores"
+MASK_EMBEDDINGS = "mask_embeddings"
+IMAGE_EMBEDDINGS = "image_embeddings"
+MASK_TOKEN_DIM = 1024
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,18 @@ class TableSchema:
         return self.schema.with_metadata(
             {TABLE_KEY: self.name.encode(), VERSION_KEY: str(self.version).encode()}
         )
+
+    def with_type(self, column: str, type: pa.DataType) -> TableSchema:
+        """The same table (name, version) with ``column`` stored as ``type``.
+
+        For physical variants a table allows, e.g. float32 instead of float16 embeddings.
+        """
+        index = self.schema.get_field_index(column)
+        if index < 0:
+            raise StoreError(f"table {self.name!r} has no column {column!r}")
+        field = self.schema.field(index).with_type(type)
+        return TableSchema(self.name, self.version, self.schema.set(index, field),
+                           self.description)
 
     @property
     def columns(self) -> list[str]:
@@ -305,6 +335,55 @@ register(
                 pa.field("score", pa.float64(), nullable=False),
                 pa.field("pixels", pa.int64(), nullable=False),
                 pa.field("pred_class", pa.int16(), nullable=False),
+            ]
+        ),
+    )
+)
+
+register(
+    TableSchema(
+        name=MASK_EMBEDDINGS,
+        version=1,
+        description="one row per (image, point prompt): SAM mask embedding, mask and scores",
+        schema=pa.schema(
+            [
+                pa.field("image_id", pa.string(), nullable=False),
+                pa.field("name", pa.string(), nullable=False),
+                pa.field("height", pa.int32(), nullable=False),
+                pa.field("width", pa.int32(), nullable=False),
+                pa.field("point_index", pa.int16(), nullable=False),
+                pa.field("point_x", pa.float32(), nullable=False),
+                pa.field("point_y", pa.float32(), nullable=False),
+                pa.field("embedding", pa.list_(pa.float16(), MASK_TOKEN_DIM), nullable=False),
+                pa.field("mask_rle", pa.string(), nullable=False),
+                pa.field("mask_index", pa.int8(), nullable=False),
+                pa.field("predicted_iou", pa.float32(), nullable=False),
+                pa.field("stability_score", pa.float32(), nullable=False),
+                pa.field("bbox_xyxy", pa.list_(pa.int32(), 4), nullable=False),
+                pa.field("area", pa.int64(), nullable=False),
+                pa.field("all_mask_rle", pa.list_(pa.string(), 3), nullable=True),
+                pa.field("all_predicted_iou", pa.list_(pa.float32(), 3), nullable=True),
+                pa.field("all_stability_score", pa.list_(pa.float32(), 3), nullable=True),
+            ]
+        ),
+    )
+)
+
+register(
+    TableSchema(
+        name=IMAGE_EMBEDDINGS,
+        version=1,
+        description="one row per image: SAM's image embedding (C x h x w, float16)",
+        schema=pa.schema(
+            [
+                pa.field("image_id", pa.string(), nullable=False),
+                pa.field("name", pa.string(), nullable=False),
+                pa.field("height", pa.int32(), nullable=False),
+                pa.field("width", pa.int32(), nullable=False),
+                pa.field("input_height", pa.int32(), nullable=False),
+                pa.field("input_width", pa.int32(), nullable=False),
+                pa.field("shape", pa.list_(pa.int32(), 3), nullable=False),
+                pa.field("embedding", pa.list_(pa.float16()), nullable=False),
             ]
         ),
     )
