@@ -1,0 +1,132 @@
+"""Grid-mode extraction equals segment-anything's own predictor, point by point."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from segment_anything import SamPredictor
+from segment_anything.utils.amg import build_point_grid
+
+from segloop.embed.extract import MaskEmbedder, point_grid
+from segloop.errors import DataError
+from segloop.models import LoadedSam
+
+
+def _predictor_batch(pred: SamPredictor, points: np.ndarray, hw: tuple[int, int]):  # type: ignore[no-untyped-def]
+    coords = pred.transform.apply_coords(points, hw)
+    coords_t = torch.as_tensor(coords, dtype=torch.float32)[:, None, :]
+    labels = torch.ones(coords_t.shape[:2], dtype=torch.int)
+    masks, iou, low_res = pred.predict_torch(coords_t, labels, multimask_output=True)
+    return masks.numpy(), iou.numpy(), low_res
+
+
+@pytest.mark.parametrize("points_per_batch", [7, 100])
+def test_masks_and_iou_equal_sam_predictor(
+    tiny_sam: LoadedSam, images: list[np.ndarray], points_per_batch: int
+) -> None:
+    embedder = MaskEmbedder(tiny_sam, points_per_side=10, points_per_batch=points_per_batch,
+                            all_masks=True)
+    results = [embedder([image])[0] for image in images]  # one encoder call per image,
+    pred = SamPredictor(tiny_sam.model)  # as set_image does: results are bit-identical
+    for image, res in zip(images, results, strict=True):
+        hw = image.shape[:2]
+        pred.set_image(image)
+        for i in range(0, 100, points_per_batch):
+            sl = slice(i, i + points_per_batch)
+            masks, iou, _ = _predictor_batch(pred, res.points[sl], hw)
+            best = iou.argmax(1)
+            rows = np.arange(len(best))
+            np.testing.assert_array_equal(res.best[sl], best)
+            np.testing.assert_array_equal(res.iou[sl], iou[rows, best])
+            np.testing.assert_array_equal(res.masks[sl], masks[rows, best])
+            np.testing.assert_array_equal(res.all_masks[sl], masks)
+            np.testing.assert_array_equal(res.all_iou[sl], iou)
+        assert res.masks.shape == (100,) + hw and res.masks.dtype == bool
+
+
+def test_single_point_predict_agrees(tiny_sam: LoadedSam, images: list[np.ndarray]) -> None:
+    """The public one-point API gives the same masks (scores up to batching round-off)."""
+    image = images[0]
+    res = MaskEmbedder(tiny_sam)([image])[0]
+    pred = SamPredictor(tiny_sam.model)
+    pred.set_image(image)
+    for i in (0, 37, 99):
+        masks, iou, _ = pred.predict(point_coords=res.points[i : i + 1].astype(np.float64),
+                                     point_labels=np.array([1]), multimask_output=True)
+        np.testing.assert_allclose(iou[res.best[i]], res.iou[i], rtol=1e-5, atol=1e-6)
+        assert (masks[res.best[i]] != res.masks[i]).mean() < 1e-3
+
+
+def test_tokens_equal_mask_token_outputs_computed_independently(
+    tiny_sam: LoadedSam, images: list[np.ndarray]
+) -> None:
+    """Re-run the decoder transformer by hand (MaskDecoder.predict_masks' inputs) per batch."""
+    sam = tiny_sam.model
+    image = images[1]
+    embedder = MaskEmbedder(tiny_sam, points_per_batch=25)
+    res = embedder([image])[0]
+    pred = SamPredictor(sam)
+    pred.set_image(image)
+    dec = sam.mask_decoder
+    with torch.inference_mode():
+        for i in range(0, 100, 25):
+            coords = pred.transform.apply_coords(res.points[i : i + 25], image.shape[:2])
+            coords_t = torch.as_tensor(coords, dtype=torch.float32)[:, None, :]
+            sparse, dense = sam.prompt_encoder(
+                points=(coords_t, torch.ones(coords_t.shape[:2], dtype=torch.int)),
+                boxes=None, masks=None)
+            out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+            tokens = torch.cat((out_tokens.unsqueeze(0).expand(len(sparse), -1, -1), sparse), 1)
+            src = torch.repeat_interleave(pred.features, len(tokens), dim=0) + dense
+            pos = torch.repeat_interleave(sam.prompt_encoder.get_dense_pe(), len(tokens), 0)
+            hs, _ = dec.transformer(src, pos, tokens)
+            expected = hs[:, 1:5].reshape(len(tokens), 1024).numpy()
+            np.testing.assert_array_equal(res.tokens[i : i + 25], expected)
+    assert res.tokens.shape == (100, 1024) and res.tokens.dtype == np.float32
+
+
+def test_hook_is_removed_after_each_call(tiny_sam: LoadedSam, images: list[np.ndarray]) -> None:
+    transformer = tiny_sam.model.mask_decoder.transformer
+    before = dict(transformer._forward_hooks)
+    MaskEmbedder(tiny_sam)(images[:1])
+    assert dict(transformer._forward_hooks) == before
+
+
+def test_points_boxes_areas_and_stability(tiny_sam: LoadedSam, images: list[np.ndarray]) -> None:
+    image = images[2]
+    h, w = image.shape[:2]
+    res = MaskEmbedder(tiny_sam, points_per_side=4)([image])[0]
+    np.testing.assert_allclose(res.points, build_point_grid(4) * [w, h], rtol=1e-6)
+    assert res.points.dtype == np.float32 and len(res.points) == 16
+    np.testing.assert_array_equal(res.areas, res.masks.reshape(16, -1).sum(1))
+    for mask, box in zip(res.masks, res.boxes, strict=True):
+        if not mask.any():
+            assert box.tolist() == [0, 0, 0, 0]
+            continue
+        ys, xs = np.nonzero(mask)
+        assert box.tolist() == [xs.min(), ys.min(), xs.max(), ys.max()]
+    assert ((res.stability >= 0) & (res.stability <= 1)).all()
+
+
+def test_image_embedding_and_encoder_batching(
+    tiny_sam: LoadedSam, images: list[np.ndarray]
+) -> None:
+    one_by_one = [MaskEmbedder(tiny_sam, image_embeddings=True)([im])[0] for im in images]
+    batched = MaskEmbedder(tiny_sam, image_embeddings=True)(images)
+    for a, b in zip(one_by_one, batched, strict=True):
+        assert a.image_embedding.shape == (256, 8, 8)
+        np.testing.assert_allclose(a.image_embedding, b.image_embedding, atol=1e-5)
+        assert (a.masks != b.masks).mean() < 1e-3
+
+
+def test_point_grid_scales_to_the_image() -> None:
+    grid = point_grid(2, (10, 20))
+    assert grid.tolist() == [[5.0, 2.5], [15.0, 2.5], [5.0, 7.5], [15.0, 7.5]]
+
+
+@pytest.mark.parametrize("bad", [np.zeros((8, 8), np.uint8), np.zeros((8, 8, 3), np.float32),
+                                 np.zeros((8, 8, 4), np.uint8)])
+def test_wrong_image_arrays_are_refused(tiny_sam: LoadedSam, bad: np.ndarray) -> None:
+    with pytest.raises(DataError, match="uint8 RGB"):
+        MaskEmbedder(tiny_sam)([bad])

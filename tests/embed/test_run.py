@@ -1,0 +1,122 @@
+"""The embed pipeline without Prefect: planning, resume after a hard kill, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from segloop.config import Config, parse_config
+from segloop.data.parquet import read_table, write_table
+from segloop.data.schemas import MANIFEST, MASK_EMBEDDINGS
+from segloop.embed import run, store
+from segloop.errors import DataError, ModelNotFoundError, StoreError
+
+
+def _raw(root: Path, **embed: object) -> dict:
+    return {"data": {"root": str(root), "split": "train"},
+            "models": {"sam": {"variant": "tiny", "seed": 1}},
+            "embed": {"shard_size": 4, "points_per_side": 4, **embed}}
+
+
+def _run_all(cfg: Config, root: Path, out: str) -> run.EmbedPlan:
+    plan = run.plan(cfg, run.open_input(cfg, root), out)
+    for shard in plan.shards:
+        run.embed_shard(cfg, out, shard, progress=False)
+    return plan
+
+
+def _names(out: str) -> Counter:
+    table = read_table(out + "/masks", MASK_EMBEDDINGS, columns=["name"])
+    return Counter(table.column("name").to_pylist())
+
+
+def test_plan_splits_missing_images_into_shards(camvid_root: Path, tmp_path: Path) -> None:
+    cfg = parse_config(_raw(camvid_root, limit=9))
+    out = str(tmp_path / "emb")
+    plan = _run_all(cfg, camvid_root, out)
+    assert [len(s.samples) for s in plan.shards] == [4, 4, 1]
+    assert [s.shard for s in plan.shards] == [0, 1, 2] and plan.source == "real"
+    assert _names(out) == {f"train_{i:03d}.png": 16 for i in range(9)}
+    again = run.plan(parse_config(_raw(camvid_root)), run.open_input(cfg, camvid_root), out)
+    assert again.present == 9 and again.todo == 1 and again.shards[0].shard == 3
+
+
+def test_resume_after_a_killed_shard_writes_each_image_once(
+    camvid_root: Path, tmp_path: Path
+) -> None:
+    raw = _raw(camvid_root, row_group_mb=1)
+    out = str(tmp_path / "emb")
+    script = Path(__file__).with_name("_killed_shard.py")
+    child = subprocess.run([sys.executable, str(script), json.dumps(raw), str(camvid_root), out],
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == 1, child.stderr
+    assert _names(out) == {f"train_{i:03d}.png": 16 for i in range(4)}  # shard 0 only
+    cfg = parse_config(raw)
+    plan = _run_all(cfg, camvid_root, out)
+    assert plan.present == 4 and plan.todo == 6
+    assert all(".tmp-" in p for p in plan.swept)
+    assert _names(out) == {f"train_{i:03d}.png": 16 for i in range(10)}
+    assert not list(Path(out).rglob(".*tmp*"))
+
+
+def test_corrupt_image_names_the_file_and_writes_nothing(
+    camvid_root: Path, tmp_path: Path
+) -> None:
+    bad = camvid_root / "train" / "train_001.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    cfg = parse_config(_raw(camvid_root))
+    out = str(tmp_path / "emb")
+    plan = run.plan(cfg, run.open_input(cfg, camvid_root), out)
+    with pytest.raises(DataError, match="train_001.png"):
+        run.embed_shard(cfg, out, plan.shards[0], progress=False)
+    assert not (Path(out) / "masks").exists()
+    run.embed_shard(cfg, out, plan.shards[1], progress=False)  # other shards still work
+    assert len(_names(out)) == 4
+
+
+def test_missing_checkpoint_fails_before_anything_is_written(
+    camvid_root: Path, tmp_path: Path
+) -> None:
+    raw = _raw(camvid_root)
+    raw["models"] = {"sam": {"variant": "vit_b", "checkpoint": str(tmp_path / "sam.pth")}}
+    cfg = parse_config(raw)
+    out = str(tmp_path / "emb")
+    plan = run.plan(cfg, run.open_input(cfg, camvid_root), out)
+    with pytest.raises(ModelNotFoundError, match="SAM vit_b weights not found"):
+        run.embed_shard(cfg, out, plan.shards[0], progress=False)
+    assert not (Path(out) / "masks").exists()
+
+
+def test_changed_settings_do_not_mix_into_an_output(camvid_root: Path, tmp_path: Path) -> None:
+    out = str(tmp_path / "emb")
+    cfg = parse_config(_raw(camvid_root, limit=2))
+    _run_all(cfg, camvid_root, out)
+    other = parse_config(_raw(camvid_root, points_per_side=5))
+    with pytest.raises(StoreError, match="points_per_side: 4 there, 5 now"):
+        run.plan(other, run.open_input(other, camvid_root), out)
+
+
+def test_manifest_of_synthetic_images_goes_to_its_partition(
+    camvid_root: Path, tmp_path: Path
+) -> None:
+    rows = [{"image_id": f"{i:016x}", "name": f"cat/{i}.png", "split": "synthetic",
+             "source": "synthetic", "image_uri": f"../camvid/train/train_00{i}.png",
+             "height": 24, "width": 32, "n_bytes": 1} for i in range(3)]
+    manifest = tmp_path / "synth" / "manifest.parquet"
+    write_table(str(manifest), MANIFEST, rows)
+    raw = _raw(tmp_path / "synth")
+    raw["data"] = {"format": "manifest", "root": str(manifest.parent), "split": ""}
+    cfg = parse_config(raw)
+    out = str(tmp_path / "emb")
+    plan = _run_all(cfg, manifest.parent, out)
+    assert plan.source == "synthetic"
+    table = read_table(out + "/masks", MASK_EMBEDDINGS, columns=["name", "source"])
+    assert set(table.column("source").to_pylist()) == {"synthetic"}
+    assert sorted(pc.unique(table.column("name")).to_pylist()) == [r["name"] for r in rows]
+    assert store.read_embeddings(out, source="synthetic").tokens.shape == (3, 16, 1024)
