@@ -135,6 +135,10 @@ class EmbedConfig(Section):
     image_embeddings: bool = Field(
         False, description="also store the 256x64x64 image embedding (2 MiB/image as float16)")
     embedding_dtype: Literal["float16", "float32"] = "float16"
+    compile: bool = Field(
+        False, description="torch.compile the image encoder and mask decoder: ~1.4x faster "
+        "on CPU after ~1 min of compiling per process (needs a C++ compiler); outputs match "
+        "eager mode to ~1e-5")
     shard_size: int = Field(32, ge=1, description="images per shard file (and per task)")
     concurrent_shards: int = Field(
         1, ge=1, description="shard tasks running at once in one flow run")

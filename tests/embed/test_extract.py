@@ -130,3 +130,15 @@ def test_point_grid_scales_to_the_image() -> None:
 def test_wrong_image_arrays_are_refused(tiny_sam: LoadedSam, bad: np.ndarray) -> None:
     with pytest.raises(DataError, match="uint8 RGB"):
         MaskEmbedder(tiny_sam)([bad])
+
+
+def test_compiled_mode_matches_eager(tiny_sam: LoadedSam, images: list[np.ndarray]) -> None:
+    from segloop.models import load_sam
+
+    eager = MaskEmbedder(tiny_sam, points_per_batch=50)([images[0]])[0]
+    compiled_sam = load_sam("tiny", device="cpu", seed=1)  # compile hooks its own copy
+    embedder = MaskEmbedder(compiled_sam, points_per_batch=50, compile=True)
+    res = embedder([images[0]])[0]
+    np.testing.assert_allclose(res.tokens, eager.tokens, atol=1e-4)
+    np.testing.assert_allclose(res.iou, eager.iou, atol=1e-5)
+    assert (res.masks != eager.masks).mean() < 1e-3

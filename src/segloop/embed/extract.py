@@ -15,7 +15,7 @@ Coordinates: points are (x, y) in pixels of the original image, x to the right, 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +28,7 @@ from segment_anything.utils.amg import (
 )
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from segloop.errors import DataError
+from segloop.errors import ConfigError, DataError
 from segloop.models.sam import LoadedSam
 
 TOKEN_DIM = 4 * 256
@@ -97,6 +97,21 @@ def capture_tokens(sam: Sam) -> Iterator[TokenCapture]:
         handle.remove()
 
 
+@contextmanager
+def _compile_errors(compiled: bool) -> Iterator[None]:
+    """Turn a failed torch.compile (no C++ compiler, unsupported op) into an actionable error."""
+    if not compiled:
+        yield
+        return
+    try:
+        yield
+    except torch._dynamo.exc.BackendCompilerFailed as err:  # type: ignore[attr-defined]
+        raise ConfigError(
+            f"embed.compile: torch.compile failed ({str(err).splitlines()[0][:200]}); on CPU "
+            "it needs a C++ compiler (apt install g++); or set embed.compile: false"
+        ) from err
+
+
 class MaskEmbedder:
     """Grid-mode SAM over images: tokens, best masks, scores (see :class:`ImageMasks`)."""
 
@@ -109,6 +124,7 @@ class MaskEmbedder:
         all_masks: bool = False,
         image_embeddings: bool = False,
         stability_offset: float = 1.0,
+        compile: bool = False,
     ) -> None:
         if points_per_side < 1 or points_per_batch < 1:
             raise ValueError("points_per_side and points_per_batch must be >= 1")
@@ -121,6 +137,16 @@ class MaskEmbedder:
         self.stability_offset = stability_offset
         self.transform = ResizeLongestSide(self.sam.image_encoder.img_size)
         self.num_mask_tokens = self.sam.mask_decoder.num_mask_tokens
+        self.compiled = compile
+        self._encoder: torch.nn.Module = self.sam.image_encoder
+        self._decoder: torch.nn.Module = self.sam.mask_decoder
+        self._capture = TokenCapture()
+        if compile:
+            # torch.compile traces hooks present at compile time into the graph: keep one
+            # registered for this embedder's lifetime instead of one per call.
+            self.sam.mask_decoder.transformer.register_forward_hook(self._capture)
+            self._encoder = torch.compile(self.sam.image_encoder, dynamic=False)
+            self._decoder = torch.compile(self.sam.mask_decoder, dynamic=False)
 
     @torch.inference_mode()
     def __call__(self, images: Sequence[np.ndarray]) -> list[ImageMasks]:
@@ -143,7 +169,8 @@ class MaskEmbedder:
             tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None]
             sizes.append((int(tensor.shape[-2]), int(tensor.shape[-1])))
             batch.append(self.sam.preprocess(tensor.to(self.dtype)))
-        return self.sam.image_encoder(torch.cat(batch)), sizes
+        with _compile_errors(self.compiled):
+            return self._encoder(torch.cat(batch)), sizes
 
     @torch.inference_mode()
     def decode(
@@ -172,8 +199,10 @@ class MaskEmbedder:
         coords_t = torch.as_tensor(coords, dtype=self.dtype, device=self.device)[:, None, :]
         labels_t = torch.ones(coords_t.shape[:2], dtype=torch.int, device=self.device)
         sparse, dense = sam.prompt_encoder(points=(coords_t, labels_t), boxes=None, masks=None)
-        with capture_tokens(sam) as cap:
-            low_res, iou = sam.mask_decoder(
+        with _compile_errors(self.compiled), (
+                nullcontext(self._capture) if self.compiled else capture_tokens(sam)) as cap:
+            cap.hs = None
+            low_res, iou = self._decoder(
                 image_embeddings=features,
                 image_pe=sam.prompt_encoder.get_dense_pe(),
                 sparse_prompt_embeddings=sparse,

@@ -122,11 +122,11 @@ def plan(cfg: Config, dataset: object, out: str) -> EmbedPlan:
 @lru_cache(maxsize=2)
 def _embedder(variant: str, checkpoint: str | None, seed: int, device: str, dtype: str,
               points_per_side: int, points_per_batch: int, all_masks: bool,
-              image_embeddings: bool) -> MaskEmbedder:
+              image_embeddings: bool, compile: bool) -> MaskEmbedder:
     loaded = load_sam(variant, checkpoint, device=device, dtype=dtype, seed=seed)
     return MaskEmbedder(loaded, points_per_side=points_per_side,
                         points_per_batch=points_per_batch, all_masks=all_masks,
-                        image_embeddings=image_embeddings)
+                        image_embeddings=image_embeddings, compile=compile)
 
 
 def embedder(cfg: Config) -> MaskEmbedder:
@@ -134,7 +134,7 @@ def embedder(cfg: Config) -> MaskEmbedder:
     sam, emb = cfg.models.sam, cfg.embed
     return _embedder(sam.variant, sam.checkpoint, sam.seed, cfg.base.device, cfg.base.dtype,
                      emb.points_per_side, emb.points_per_batch, emb.all_masks,
-                     emb.image_embeddings)
+                     emb.image_embeddings, emb.compile)
 
 
 def embed_shard(cfg: Config, out: str, shard: ShardPlan, progress: bool = True) -> ShardStats:
