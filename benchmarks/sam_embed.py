@@ -15,10 +15,11 @@ Protocol (fixed):
     its defaults (its usual output: filtered, NMS'd masks as binary arrays).
   * ``encoder``: ``SamPredictor.set_image(image)``: resize, normalise, image encoder.
   * ``encoder_compiled``: the same with the image encoder wrapped in ``torch.compile``.
-  * ``segloop``: ``segloop.embed.run.embed_shard`` with the default config: read the PNG,
-    encode, 10x10 grid through the decoder, capture tokens, best masks upsampled to
-    480x360, RLE, Parquet shard written and renamed. ``segloop_compiled``: ``embed.compile:
-    true``.
+  * ``segloop``: ``segloop.embed.run.embed_shard`` with the default config in eager mode
+    (``embed.compile: false``): read the PNG, encode, 10x10 grid through the decoder,
+    capture tokens, best masks upsampled to 480x360, RLE, Parquet shard written and
+    renamed. ``segloop_compiled``: the same with ``embed.compile: true`` (what the default
+    ``auto`` picks on CPU from 16 images on).
   * ``segloop`` on 10 and on 40 images: peak RSS as the image count grows.
 
 Writes ``benchmarks/results/sam_embed.json`` (``seconds_per_image``, ``peak_rss_mb``,
@@ -113,17 +114,19 @@ def _child(mode: str, n: int, variant: str) -> dict[str, Any]:
         cfg = parse_config({"models": {"sam": {"variant": variant,
                                                "checkpoint": _checkpoint(variant)}},
                             "embed": {"compile": mode == "segloop_compiled"}})
+        compiled = cfg.embed.compile is True
         samples = [Sample(p.name, str(p), None) for p in paths]
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            run.embed_shard(cfg, f"{tmp}/warm", run.ShardPlan(0, "real", tuple(samples[:1])),
+            run.embed_shard(cfg, f"{tmp}/warm",
+                            run.ShardPlan(0, "real", tuple(samples[:1]), compiled),
                             progress=False)
             warm = time.perf_counter() - t0
             out = f"{tmp}/out"
             t0 = time.perf_counter()
             size = cfg.embed.shard_size
             for k, i in enumerate(range(1, n + 1, size)):
-                shard = run.ShardPlan(k, "real", tuple(samples[i : i + size]))
+                shard = run.ShardPlan(k, "real", tuple(samples[i : i + size]), compiled)
                 stats = run.embed_shard(cfg, out, shard, progress=False)
                 extra["bytes_written"] = extra.get("bytes_written", 0) + stats.bytes_written
             seconds = time.perf_counter() - t0

@@ -142,3 +142,24 @@ def test_compiled_mode_matches_eager(tiny_sam: LoadedSam, images: list[np.ndarra
     np.testing.assert_allclose(res.tokens, eager.tokens, atol=1e-4)
     np.testing.assert_allclose(res.iou, eager.iou, atol=1e-5)
     assert (res.masks != eager.masks).mean() < 1e-3
+
+
+def test_failed_compilation_falls_back_or_explains(
+    tiny_sam: LoadedSam, images: list[np.ndarray]
+) -> None:
+    from segloop.errors import ConfigError
+
+    def broken(*args: object, **kw: object) -> None:
+        raise torch._dynamo.exc.BackendCompilerFailed(broken, RuntimeError("no g++"), None)
+
+    eager = MaskEmbedder(tiny_sam)([images[0]])[0]
+    embedder = MaskEmbedder(tiny_sam, compile=False, compile_fallback=True)
+    embedder.compiled, embedder._encoder = True, broken  # as if torch.compile had failed
+    with pytest.warns(RuntimeWarning, match="running SAM eagerly"):
+        res = embedder([images[0]])[0]
+    assert not embedder.compiled
+    np.testing.assert_array_equal(res.tokens, eager.tokens)
+    strict = MaskEmbedder(tiny_sam)
+    strict.compiled, strict._encoder = True, broken
+    with pytest.raises(ConfigError, match="embed.compile: torch.compile failed"):
+        strict([images[0]])

@@ -37,7 +37,7 @@ def _names(out: str) -> Counter:
 
 
 def test_plan_splits_missing_images_into_shards(camvid_root: Path, tmp_path: Path) -> None:
-    cfg = parse_config(_raw(camvid_root, limit=9))
+    cfg = parse_config(_raw(camvid_root, limit=9, image_batch_size=3))
     out = str(tmp_path / "emb")
     plan = _run_all(cfg, camvid_root, out)
     assert [len(s.samples) for s in plan.shards] == [4, 4, 1]
@@ -120,3 +120,17 @@ def test_manifest_of_synthetic_images_goes_to_its_partition(
     assert set(table.column("source").to_pylist()) == {"synthetic"}
     assert sorted(pc.unique(table.column("name")).to_pylist()) == [r["name"] for r in rows]
     assert store.read_embeddings(out, source="synthetic").tokens.shape == (3, 16, 1024)
+
+
+def test_compile_auto_only_for_long_cpu_runs(
+    camvid_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    auto = parse_config(_raw(camvid_root))
+    assert run.use_compile(auto, run.AUTO_COMPILE_MIN_IMAGES) is True
+    assert run.use_compile(auto, run.AUTO_COMPILE_MIN_IMAGES - 1) is False
+    assert run.use_compile(parse_config(_raw(camvid_root, compile=False)), 1000) is False
+    assert run.use_compile(parse_config(_raw(camvid_root, compile=True)), 1) is True
+    monkeypatch.setattr(run.shutil, "which", lambda name: None)  # no C++ compiler
+    assert run.use_compile(auto, 1000) is False
+    plan = run.plan(auto, run.open_input(auto, camvid_root), str(camvid_root / "out"))
+    assert not any(s.compile for s in plan.shards)

@@ -58,15 +58,22 @@ def load_split(cfg: Config, root: str, split: str, limit: int | None) -> tuple[S
 def compute_regions(arrays: SplitArrays, ac: ActiveConfig) -> tuple[np.ndarray, np.ndarray]:
     """Region maps (N, H, W) int32 with consecutive ids per image, and their counts (N,)."""
     if ac.region.source == "sam":
-        raise ConfigError(
-            "active.region.source: 'sam' needs SAM masks from the embed flow, which is not "
-            "implemented yet (issue 4); use 'slic' for now")
-    from segloop.active.regions import slic_regions
+        if not ac.region.sam_embeddings:
+            raise ConfigError(
+                "active.region.source: 'sam' reads SAM masks from the embed flow's output; "
+                "set active.region.sam_embeddings to that folder (embed.output in the "
+                "workspace, e.g. <workspace>/data/embeddings/camvid) after running "
+                "`segloop run embed` on the pool split")
+        from segloop.active.sam_regions import sam_region_maps
 
-    maps = np.empty((len(arrays), *arrays.hw), dtype=np.int32)
-    images = arrays.images.permute(0, 2, 3, 1).numpy()
-    for i in tqdm(range(len(arrays)), desc="superpixels", unit="img", leave=False):
-        maps[i] = slic_regions(images[i], ac.region.n_segments, ac.region.compactness)
+        maps = sam_region_maps(arrays, ac.region.sam_embeddings)
+    else:
+        from segloop.active.regions import slic_regions
+
+        maps = np.empty((len(arrays), *arrays.hw), dtype=np.int32)
+        images = arrays.images.permute(0, 2, 3, 1).numpy()
+        for i in tqdm(range(len(arrays)), desc="superpixels", unit="img", leave=False):
+            maps[i] = slic_regions(images[i], ac.region.n_segments, ac.region.compactness)
     counts = maps.reshape(len(arrays), -1).max(1).astype(np.int64) + 1
     return maps, counts
 

@@ -231,7 +231,7 @@ def open_dataset(
     split: str,
     classes: ClassSpec,
     storage_options: dict[str, Any] | None = None,
-) -> _Base:
+) -> Dataset:
     """Open a dataset by format name.
 
     ``"camvid"``: :class:`CamVidLayout` (``root``, ``split``). ``"folder"``:

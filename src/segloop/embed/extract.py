@@ -14,6 +14,7 @@ Coordinates: points are (x, y) in pixels of the original image, x to the right, 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -97,19 +98,15 @@ def capture_tokens(sam: Sam) -> Iterator[TokenCapture]:
         handle.remove()
 
 
-@contextmanager
-def _compile_errors(compiled: bool) -> Iterator[None]:
-    """Turn a failed torch.compile (no C++ compiler, unsupported op) into an actionable error."""
-    if not compiled:
-        yield
-        return
-    try:
-        yield
-    except torch._dynamo.exc.BackendCompilerFailed as err:  # type: ignore[attr-defined]
-        raise ConfigError(
-            f"embed.compile: torch.compile failed ({str(err).splitlines()[0][:200]}); on CPU "
-            "it needs a C++ compiler (apt install g++); or set embed.compile: false"
-        ) from err
+def _compile_failures() -> tuple[type[BaseException], ...]:
+    """Exceptions torch.compile raises when it cannot build kernels (no C++ compiler...)."""
+    found: list[type[BaseException]] = [torch._dynamo.exc.BackendCompilerFailed]
+    inductor = getattr(torch, "_inductor", None)
+    for name in ("InductorError", "CppCompileError", "InvalidCxxCompiler"):
+        cls = getattr(getattr(inductor, "exc", None), name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
 
 
 class MaskEmbedder:
@@ -125,6 +122,7 @@ class MaskEmbedder:
         image_embeddings: bool = False,
         stability_offset: float = 1.0,
         compile: bool = False,
+        compile_fallback: bool = False,
     ) -> None:
         if points_per_side < 1 or points_per_batch < 1:
             raise ValueError("points_per_side and points_per_batch must be >= 1")
@@ -138,12 +136,14 @@ class MaskEmbedder:
         self.transform = ResizeLongestSide(self.sam.image_encoder.img_size)
         self.num_mask_tokens = self.sam.mask_decoder.num_mask_tokens
         self.compiled = compile
+        self.compile_fallback = compile_fallback
         self._encoder: torch.nn.Module = self.sam.image_encoder
         self._decoder: torch.nn.Module = self.sam.mask_decoder
-        self._capture = TokenCapture()
+        self._capture: TokenCapture | None = None
         if compile:
             # torch.compile traces hooks present at compile time into the graph: keep one
             # registered for this embedder's lifetime instead of one per call.
+            self._capture = TokenCapture()
             self.sam.mask_decoder.transformer.register_forward_hook(self._capture)
             self._encoder = torch.compile(self.sam.image_encoder, dynamic=False)
             self._decoder = torch.compile(self.sam.mask_decoder, dynamic=False)
@@ -169,8 +169,28 @@ class MaskEmbedder:
             tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None]
             sizes.append((int(tensor.shape[-2]), int(tensor.shape[-1])))
             batch.append(self.sam.preprocess(tensor.to(self.dtype)))
-        with _compile_errors(self.compiled):
-            return self._encoder(torch.cat(batch)), sizes
+        return self._run("encoder", torch.cat(batch)), sizes
+
+    def _run(self, part: str, *args: object, **kw: object) -> object:
+        """Call the (maybe compiled) encoder or decoder; handle a failed compilation."""
+        module = self._encoder if part == "encoder" else self._decoder
+        if not self.compiled:
+            return module(*args, **kw)
+        try:
+            return module(*args, **kw)
+        except _compile_failures() as err:
+            first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            if not self.compile_fallback:
+                raise ConfigError(
+                    f"embed.compile: torch.compile failed ({first}); on CPU it needs a C++ "
+                    "compiler and Python's headers (apt install g++ python3-dev), or set "
+                    "embed.compile: false") from err
+            warnings.warn(f"torch.compile failed ({first}); running SAM eagerly "
+                          "(embed.compile: auto)", RuntimeWarning, stacklevel=2)
+            self.compiled = False
+            self._encoder, self._decoder = self.sam.image_encoder, self.sam.mask_decoder
+            eager = self._encoder if part == "encoder" else self._decoder
+            return eager(*args, **kw)
 
     @torch.inference_mode()
     def decode(
@@ -199,10 +219,11 @@ class MaskEmbedder:
         coords_t = torch.as_tensor(coords, dtype=self.dtype, device=self.device)[:, None, :]
         labels_t = torch.ones(coords_t.shape[:2], dtype=torch.int, device=self.device)
         sparse, dense = sam.prompt_encoder(points=(coords_t, labels_t), boxes=None, masks=None)
-        with _compile_errors(self.compiled), (
-                nullcontext(self._capture) if self.compiled else capture_tokens(sam)) as cap:
+        hooked = self._capture is not None
+        with nullcontext(self._capture) if hooked else capture_tokens(sam) as cap:
             cap.hs = None
-            low_res, iou = self._decoder(
+            low_res, iou = self._run(
+                "decoder",
                 image_embeddings=features,
                 image_pe=sam.prompt_encoder.get_dense_pe(),
                 sparse_prompt_embeddings=sparse,

@@ -1,0 +1,36 @@
+"""Region units from SAM masks: the embed flow's masks painted into one region map per image."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segloop.active.regions import masks_to_regions
+from segloop.embed.store import read_embeddings
+from segloop.train.arrays import SplitArrays
+
+
+def resize_masks(masks: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """(K, H0, W0) bool -> (K, h, w) bool by nearest neighbour (pixel centres)."""
+    h0, w0 = masks.shape[1:]
+    h, w = hw
+    if (h0, w0) == (h, w):
+        return masks
+    rows = np.minimum(((np.arange(h) + 0.5) * h0 / h).astype(np.int64), h0 - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * w0 / w).astype(np.int64), w0 - 1)
+    return masks[:, rows][:, :, cols]
+
+
+def sam_region_maps(arrays: SplitArrays, embeddings: str) -> np.ndarray:
+    """(N, h, w) int32 region maps of the pool from the embed output folder ``embeddings``.
+
+    Each image's grid-mode SAM masks (best mask per point) are resized to the working size
+    and painted by ascending predicted IoU (the most confident mask wins); pixels no mask
+    covers form regions of their own (see :func:`masks_to_regions`). Images missing from
+    the output raise :class:`~segloop.errors.StoreError` naming them.
+    """
+    got = read_embeddings(embeddings, list(arrays.image_ids), tokens=False)
+    maps = np.empty((len(arrays), *arrays.hw), dtype=np.int32)
+    for i in range(len(arrays)):
+        masks = resize_masks(got.masks(i), arrays.hw)
+        maps[i] = masks_to_regions(masks, got.iou[i])
+    return maps
