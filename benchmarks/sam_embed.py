@@ -26,7 +26,7 @@ Writes ``benchmarks/results/sam_embed.json`` (``seconds_per_image``, ``peak_rss_
 ratios, targets) and ``sam_embed.png``. Each finished run is saved at once and skipped by
 a rerun, so parts can be run separately (``--only``) and merge into the same JSON.
 
-    python benchmarks/sam_embed.py              # everything (~25 min on 2 cores)
+    python benchmarks/sam_embed.py              # everything (~30 min on 2 cores)
     python benchmarks/sam_embed.py --quick      # tiny SAM, 2 images: checks the script only
     python benchmarks/sam_embed.py --table      # print the README table from the JSON
 """
@@ -49,6 +49,10 @@ RESULTS = HERE / "results"
 CACHE = HERE / ".cache"
 CAMVID = HERE.parents[1] / "shared" / "datasets" / "camvid" / "train"
 MODES = ("amg", "encoder", "encoder_compiled", "segloop", "segloop_compiled")
+LABELS = {"amg": "SAM automatic mask generator", "encoder": "SAM image encoder alone",
+          "encoder_compiled": "image encoder, torch.compile",
+          "segloop": "segloop, eager (`embed.compile: false`)",
+          "segloop_compiled": "segloop, compiled (`true`; `auto` from 16 images)"}
 TARGET_VS_AMG = 1.6
 TARGET_VS_ENCODER = 1.15
 
@@ -195,34 +199,50 @@ def _run_child(mode: str, n: int, variant: str) -> dict[str, Any]:
 
 
 def summarize(data: dict[str, Any], images: int, rss_images: list[int]) -> dict[str, Any]:
+    """Seconds per image, peak RSS per image count, ratios, and each target per config."""
     runs = data["runs"]
     spi = {m: runs[f"{m}/{images}"]["seconds_per_image"] for m in MODES if f"{m}/{images}" in runs}
-    rss = {str(n): runs[f"segloop/{n}"]["peak_rss_mb"] for n in rss_images
-           if f"segloop/{n}" in runs}
+
+    def rss_of(mode: str) -> dict[str, float]:
+        return {str(n): runs[f"{mode}/{n}"]["peak_rss_mb"] for n in rss_images
+                if f"{mode}/{n}" in runs}
+
+    rss, rss_compiled = rss_of("segloop"), rss_of("segloop_compiled")
     ratios: dict[str, float] = {}
-    targets: dict[str, Any] = {}
     for name in ("segloop", "segloop_compiled"):
         if name in spi and "amg" in spi:
             ratios[f"amg_over_{name}"] = round(spi["amg"] / spi[name], 3)
         for enc in ("encoder", "encoder_compiled"):
             if name in spi and enc in spi:
                 ratios[f"{name}_over_{enc}"] = round(spi[name] / spi[enc], 3)
-    if "amg_over_segloop" in ratios:
-        targets["segloop_vs_amg"] = {"target": f">= {TARGET_VS_AMG}x faster",
-                                     "measured": ratios["amg_over_segloop"],
-                                     "met": ratios["amg_over_segloop"] >= TARGET_VS_AMG}
-    if "segloop_over_encoder" in ratios:
-        targets["segloop_vs_encoder"] = {
-            "target": f"<= {TARGET_VS_ENCODER}x the encoder",
-            "measured": ratios["segloop_over_encoder"],
-            "met": ratios["segloop_over_encoder"] <= TARGET_VS_ENCODER}
-    if len(rss) == 2:
-        lo, hi = (rss[str(n)] for n in rss_images)
-        targets["memory_flat"] = {"target": f"peak RSS at {rss_images[1]} images within 10% "
-                                  f"of {rss_images[0]}", "measured": round(hi / lo, 3),
-                                  "met": hi <= 1.1 * lo}
-    return {"seconds_per_image": spi, "peak_rss_mb": rss, "ratios": ratios,
-            "targets": targets}
+    targets: dict[str, Any] = {}
+    for name, label in (("segloop", "eager"), ("segloop_compiled", "compiled")):
+        t: dict[str, Any] = {}
+        if f"amg_over_{name}" in ratios:
+            value = ratios[f"amg_over_{name}"]
+            t["vs_amg"] = {"target": f">= {TARGET_VS_AMG}x faster than AMG",
+                           "measured": value, "met": value >= TARGET_VS_AMG}
+        if f"{name}_over_encoder" in ratios:
+            value = ratios[f"{name}_over_encoder"]
+            t["vs_encoder"] = {"target": f"<= {TARGET_VS_ENCODER}x SAM's image encoder (eager, "
+                               "as SamPredictor runs it)", "measured": value,
+                               "met": value <= TARGET_VS_ENCODER}
+        if f"{name}_over_encoder_compiled" in ratios:
+            t["vs_encoder_compiled"] = {
+                "note": "the same ratio against the compiled encoder: what the decoder, "
+                "masks and writing cost on top of segloop's own encoder",
+                "measured": ratios[f"{name}_over_encoder_compiled"]}
+        mem = rss if name == "segloop" else rss_compiled
+        if len(mem) == 2:
+            lo, hi = (mem[str(n)] for n in rss_images)
+            t["memory_flat"] = {"target": f"peak RSS at {rss_images[1]} images within 10% "
+                                f"of {rss_images[0]}", "measured": round(hi / lo, 3),
+                                "met": hi <= 1.1 * lo}
+        targets[label] = t
+    return {"seconds_per_image": spi, "peak_rss_mb": rss,
+            "peak_rss_mb_compiled": rss_compiled, "ratios": ratios, "targets": targets,
+            "default_config": "embed.compile: auto = compiled on CPU from 16 images to embed, "
+            "eager below (and on GPUs)"}
 
 
 def plot(data: dict[str, Any], path: Path) -> None:
@@ -232,7 +252,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     spi, rss = data["seconds_per_image"], data["peak_rss_mb"]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=[3, 1.3])
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.4), width_ratios=[3, 1.6])
     names = [m for m in MODES if m in spi]
     colours = ["#999999", "#4c72b0", "#8da0cb", "#dd8452", "#f4a582"]
     ax.bar(names, [spi[m] for m in names], color=colours[: len(names)])
@@ -249,10 +269,13 @@ def plot(data: dict[str, Any], path: Path) -> None:
                  f"{data['protocol']['images']} images, 2 CPU cores", fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
     ax.tick_params(axis="x", labelsize=8)
-    keys = sorted(rss, key=int)
-    bx.bar([f"{k} images" for k in keys], [rss[k] for k in keys], color="#dd8452")
-    for i, k in enumerate(keys):
-        bx.text(i, rss[k], f"{rss[k]:.0f}", ha="center", va="bottom", fontsize=9)
+    bars = [(f"eager\n{k} img", rss[k], "#dd8452") for k in sorted(rss, key=int)]
+    comp = data.get("peak_rss_mb_compiled", {})
+    bars += [(f"compiled\n{k} img", comp[k], "#f4a582") for k in sorted(comp, key=int)]
+    bx.bar([b[0] for b in bars], [b[1] for b in bars], color=[b[2] for b in bars])
+    for i, (_, value, _) in enumerate(bars):
+        bx.text(i, value, f"{value:.0f}", ha="center", va="bottom", fontsize=8)
+    bx.tick_params(axis="x", labelsize=7)
     bx.set_ylabel("segloop peak RSS (MB)")
     bx.set_title("memory vs images", fontsize=10)
     fig.tight_layout()
@@ -268,12 +291,13 @@ def markdown_table(data: dict[str, Any]) -> str:
             continue
         vs_amg = f"{spi['amg'] / spi[m]:.2f}x faster" if "amg" in spi and m != "amg" else ""
         vs_enc = f"{spi[m] / spi['encoder']:.2f}x" if "encoder" in spi else ""
-        lines.append(f"| {m} | {spi[m]:.2f} | {vs_amg} | {vs_enc} |")
-    rss = data["peak_rss_mb"]
-    if rss:
-        lines.append("")
-        lines.append("Peak RSS of segloop: " + ", ".join(
-            f"{rss[k]:.0f} MB at {k} images" for k in sorted(rss, key=int)))
+        lines.append(f"| {LABELS.get(m, m)} | {spi[m]:.2f} | {vs_amg} | {vs_enc} |")
+    for key, label in (("peak_rss_mb", "eager"), ("peak_rss_mb_compiled", "compiled")):
+        rss = data.get(key) or {}
+        if rss:
+            lines.append("")
+            lines.append(f"Peak RSS of segloop ({label}): " + ", ".join(
+                f"{rss[k]:.0f} MB at {k} images" for k in sorted(rss, key=int)))
     del ratios
     return "\n".join(lines)
 
@@ -292,8 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     images = 2 if args.quick else args.images
     rss_images = [2, 4] if args.quick else args.rss_images
     todo = [(m, images) for m in (args.only or MODES)]
-    if not args.only or "segloop" in args.only:
-        todo += [("segloop", n) for n in rss_images if n != images]
+    for mode in ("segloop", "segloop_compiled"):
+        if not args.only or mode in args.only:
+            todo += [(mode, n) for n in rss_images if n != images]
     if variant != "tiny":
         _checkpoint(variant)  # once, before the timed children
     for mode, n in todo:
