@@ -87,14 +87,33 @@ class SamModelConfig(Section):
     seed: int = Field(0, ge=0, description="weights of the tiny variant")
 
 
+SCHEDULER_NAMES = ("default", "pndm", "ddim", "euler", "euler_a", "dpm++", "lms", "unipc")
+
+
 class DiffusionModelConfig(Section):
-    model_id: str = "CompVis/stable-diffusion-v1-4"
+    """Stable Diffusion through diffusers (1.x, 2.x; SDXL where the same code path serves)."""
+
+    model_id: str = Field(
+        "CompVis/stable-diffusion-v1-4", description="hub id or local folder of a diffusers "
+        "pipeline; 'tiny': a small random pipeline built offline (tests and plumbing checks)")
     revision: str | None = None
-    local_files_only: bool = True
+    local_files_only: bool = Field(True, description="never download; fail with where to "
+                                   "put the weights instead")
+    scheduler: Literal["default", "pndm", "ddim", "euler", "euler_a", "dpm++", "lms",
+                       "unipc"] = Field("default", description="default: the pipeline's own")
+    attention_slicing: bool = Field(False, description="less memory, a little slower")
+    vae_tiling: bool = Field(False, description="decode large images in tiles")
+    cpu_offload: bool = Field(False, description="GPU machines only: keep idle parts on CPU")
+    seed: int = Field(0, ge=0, description="weights of the tiny pipeline")
 
 
 class ClipModelConfig(Section):
-    model_id: str | None = None
+    """CLIP through transformers, for the synthetic-image filter and the SAM+CLIP baseline."""
+
+    model_id: str | None = Field(
+        None, description="hub id or local folder (e.g. openai/clip-vit-base-patch32); "
+        "'tiny': a small random CLIP built offline; null: no CLIP (filter off)")
+    local_files_only: bool = True
 
 
 class ModelsConfig(Section):
@@ -113,8 +132,73 @@ class SmokeConfig(Section):
     )
 
 
+class SynthClass(Section):
+    """One label and the names prompted for it (several names = a superclass)."""
+
+    label: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]*$")
+    names: tuple[str, ...] = Field(min_length=1)
+
+
 class SynthConfig(Section):
-    """Synthetic data with Stable Diffusion: not implemented yet (issue 5)."""
+    """Synthetic images of user-named classes with Stable Diffusion: the ``synthesize`` flow."""
+
+    dataset: str = Field("synthetic", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                         description="output: data/synthetic/<dataset> in the workspace")
+    classes: tuple[SynthClass, ...] = Field(
+        (), description="each a name (\"forklift\") or {label, names} to prompt several names "
+        "under one label (a superclass)")
+    templates: tuple[str, ...] = Field(
+        ("a photo of a {c}",), description="prompt templates, {c} = the class name; or one "
+        "preset: usam (the paper's single template) or varied")
+    negative_prompt: str = ""
+    images_per_class: int = Field(200, ge=1, description="per label (U-SAM: 200)")
+    batch_size: int = Field(4, ge=1, description="images per pipeline call")
+    chunk_size: int = Field(20, ge=1, description="images per task")
+    concurrent_chunks: int = Field(1, ge=1, description="chunk tasks running at once")
+    steps: int = Field(50, ge=1, description="denoising steps")
+    guidance: float = Field(7.5, ge=0.0, description="classifier-free guidance scale")
+    height: int | None = Field(None, ge=8, description="pixels; null = the model's default")
+    width: int | None = Field(None, ge=8)
+    filter_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="with a CLIP model: keep an image when CLIP gives "
+        "its own label at least this probability among all labels")
+    contact_per_class: int = Field(4, ge=0, description="samples per class on the contact sheet")
+    version: bool = Field(True, description="dvc add + commit + push the dataset at the end")
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _names_as_classes(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return [{"label": v, "names": [v]} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("templates", mode="before")
+    @classmethod
+    def _template_presets(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value not in TEMPLATE_PRESETS:
+                raise ValueError(f"unknown template preset {value!r}; use one of "
+                                 f"{sorted(TEMPLATE_PRESETS)} or a list of templates")
+            return TEMPLATE_PRESETS[value]
+        return value
+
+    @field_validator("templates")
+    @classmethod
+    def _templates_name_the_class(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("give at least one template")
+        bad = [t for t in value if "{c}" not in t]
+        if bad:
+            raise ValueError(f"template {bad[0]!r} has no {{c}} for the class name")
+        return value
+
+
+TEMPLATE_PRESETS: dict[str, tuple[str, ...]] = {
+    "usam": ("a photo of a {c}",),
+    "varied": ("a photo of a {c}", "a photo of the {c}", "a close-up photo of a {c}",
+               "a photo of a {c} in its usual surroundings", "a bright photo of a {c}",
+               "a photo of a small {c}", "a photo of a large {c}"),
+}
 
 
 class EmbedConfig(Section):
