@@ -51,8 +51,25 @@ def test_bad_value_names_key_and_value(tmp_path: Path) -> None:
 
 
 def test_unknown_key_in_empty_for_now_section() -> None:
-    with pytest.raises(ConfigError, match=r"synth\.classes: unknown key"):
-        parse_config({"synth": {"classes": ["forklift"]}}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"pseudolabel\.method: unknown key"):
+        parse_config({"pseudolabel": {"method": "usam"}}, "x.yaml")
+
+
+def test_synth_classes_superclasses_and_presets() -> None:
+    cfg = parse_config({"synth": {"classes": ["forklift", {"label": "vehicle",
+                                                            "names": ["car", "truck"]}],
+                                  "templates": "varied"}})
+    assert [(c.label, c.names) for c in cfg.synth.classes] == [
+        ("forklift", ("forklift",)), ("vehicle", ("car", "truck"))]
+    assert len(cfg.synth.templates) == 7
+    with pytest.raises(ConfigError, match=r"synth\.templates: .*has no \{c\}"):
+        parse_config({"synth": {"templates": ["a photo"]}})
+    with pytest.raises(ConfigError, match=r"synth\.templates: .*unknown template preset"):
+        parse_config({"synth": {"templates": "fancy"}})
+    with pytest.raises(ConfigError, match=r"synth\.images_per_class: .*greater than or equal"):
+        parse_config({"synth": {"images_per_class": 0}})
+    with pytest.raises(ConfigError, match=r"models\.diffusion\.scheduler: .*'pndm'"):
+        parse_config({"models": {"diffusion": {"scheduler": "fancy"}}})
 
 
 def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
