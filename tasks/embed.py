@@ -8,8 +8,8 @@ from prefect.cache_policies import NO_CACHE
 from segloop import context
 from segloop.config import Config
 from segloop.embed import run
-from segloop.errors import SegloopError
 from segloop.versioning import Workspace
+from tasks._retry import transient
 
 # Every step reads or writes the output folder: never serve them from a cache.
 
@@ -29,19 +29,8 @@ def plan(cfg: Config, root: str, out: str) -> run.EmbedPlan:
     return run.plan(cfg, run.open_input(cfg, root), out)
 
 
-def _transient(task, task_run, state) -> bool:  # type: ignore[no-untyped-def]
-    """Retry only errors that may pass (I/O, CUDA OOM...), not bad input or missing weights."""
-    try:
-        state.result()
-    except SegloopError:
-        return False
-    except Exception:  # noqa: BLE001
-        return True
-    return False
-
-
 @task(name="embed-shard", cache_policy=NO_CACHE, tags=["gpu"], retries=1,
-      retry_delay_seconds=10, retry_condition_fn=_transient)
+      retry_delay_seconds=10, retry_condition_fn=transient)
 def embed_shard(cfg: Config, out: str, shard: run.ShardPlan) -> run.ShardStats:
     return run.embed_shard(cfg, out, shard)
 

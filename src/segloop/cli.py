@@ -3,8 +3,8 @@
     segloop config show [PATH]          print the full config (defaults filled in)
     segloop config show --defaults      print the built-in defaults (params.yaml)
     segloop config validate PATH...     check config files; exit 2 on the first bad one
-    segloop run FLOW [--pipeline P]     run a flow (smoke, active_learning, embed) on Prefect's
-                                        local server
+    segloop run FLOW [--pipeline P]     run a flow (smoke, active_learning, embed,
+                                        synthesize) on Prefect's local server
     segloop labels export [--out DIR]   write the pending round's labelling tasks
     segloop labels import FILE          validate finished labels and commit the pending round
     segloop rounds list [--pipeline P]  label rounds with tag, date, size, metrics
@@ -23,7 +23,7 @@ from pathlib import Path
 from segloop.config import Config, dump_config, load_config
 from segloop.errors import SegloopError
 
-FLOWS = ("smoke", "active_learning", "embed")
+FLOWS = ("smoke", "active_learning", "embed", "synthesize")
 
 
 def _default_config_path() -> str | None:
@@ -71,6 +71,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"embedded {summary['images_embedded']} image(s) "
               f"({summary['images_skipped']} already present, "
               f"{summary['images_per_second']:.3f} images/s) into {summary['output']}")
+    elif args.flow == "synthesize":
+        from flows.synthesize import synthesize_flow
+
+        summary = synthesize_flow(pipeline=args.pipeline or _default_config_path())
+        for row in summary["per_class"]:
+            print(f"{row['label']:>20}: {row['images']} images ({row['rejected']} rejected)")
+        print(f"dataset: {summary['output']}\ncontact sheet: {summary['contact_sheet']}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""A dataset listed by a segloop ``manifest`` table (the smoke snapshot, synthetic datasets).
+"""A dataset listed by a segloop manifest table (``manifest`` or ``synthetic_manifest``).
 
 ``image_uri`` and ``label_uri`` are URLs or paths relative to the folder holding the
 manifest file, so a dataset folder can be moved, copied or DVC-checked-out anywhere.
@@ -13,7 +13,7 @@ from segloop.data.classes import ClassSpec
 from segloop.data.datasets import Sample, _Base
 from segloop.data.fs import to_url, url_to_fs
 from segloop.data.parquet import read_table
-from segloop.data.schemas import MANIFEST
+from segloop.data.schemas import MANIFEST, SYNTHETIC_MANIFEST, TABLE_KEY
 from segloop.errors import DataError, StoreError
 
 MANIFEST_FILE = "manifest.parquet"
@@ -56,9 +56,13 @@ class ManifestDataset(_Base):
         """The manifest rows of this split, sorted by name (see the ``manifest`` schema)."""
         url = to_url(self._fs, self._path)
         try:
-            table = read_table(url, MANIFEST, storage_options=self.storage_options)
+            table = read_table(url, storage_options=self.storage_options)
         except StoreError as err:
             raise DataError(f"cannot read manifest: {err}") from err
+        name = (table.schema.metadata or {}).get(TABLE_KEY, b"").decode()
+        if name not in (MANIFEST, SYNTHETIC_MANIFEST):
+            raise DataError(f"{url} holds table {name!r}, not a manifest; point data.root at "
+                            f"a {MANIFEST!r} or {SYNTHETIC_MANIFEST!r} table")
         rows = table.to_pylist()
         if self.split:
             rows = [r for r in rows if r["split"] == self.split]

@@ -36,6 +36,16 @@ Tables (``!`` = not null):
   width int32!, input_height int32!, input_width int32! (the resized, unpadded input; the
   rest of the embedding grid is padding), shape fixed_size_list<int32, 3>! (C, h, w),
   embedding list<float16>! (C*h*w values, C-major).
+* ``synthetic_manifest`` v1: the ``manifest`` columns (split "synthetic", source
+  "synthetic", image_uri relative to the dataset folder) plus how each image was made:
+  label string! (the class it stands for), class_name string! (the name in its prompt),
+  class_index int32! (label order in the config), index int32! (per label), template
+  string!, prompt string!, negative_prompt string!, seed int64!, steps int32!,
+  guidance float32!, scheduler string!, model_id string!, revision string, seconds
+  float32! (generation time per image), clip_score float32 (CLIP probability of its own
+  label; null without a filter), created_at timestamp[us, UTC]!.
+* ``synthetic_rejects`` v1: the same columns for images the CLIP filter kept out (their
+  PNGs stay under ``_rejects/``), plus clip_scores list<float32>! (one per label).
 """
 
 from __future__ import annotations
@@ -57,6 +67,8 @@ LABEL_ROUND = "label_round"
 SCORES = "scores"
 MASK_EMBEDDINGS = "mask_embeddings"
 IMAGE_EMBEDDINGS = "image_embeddings"
+SYNTHETIC_MANIFEST = "synthetic_manifest"
+SYNTHETIC_REJECTS = "synthetic_rejects"
 MASK_TOKEN_DIM = 1024
 
 
@@ -386,5 +398,44 @@ register(
                 pa.field("embedding", pa.list_(pa.float16()), nullable=False),
             ]
         ),
+    )
+)
+
+_MANIFEST_FIELDS = list(TABLES[MANIFEST].schema)
+_SYNTH_FIELDS = [
+    pa.field("label", pa.string(), nullable=False),
+    pa.field("class_name", pa.string(), nullable=False),
+    pa.field("class_index", pa.int32(), nullable=False),
+    pa.field("index", pa.int32(), nullable=False),
+    pa.field("template", pa.string(), nullable=False),
+    pa.field("prompt", pa.string(), nullable=False),
+    pa.field("negative_prompt", pa.string(), nullable=False),
+    pa.field("seed", pa.int64(), nullable=False),
+    pa.field("steps", pa.int32(), nullable=False),
+    pa.field("guidance", pa.float32(), nullable=False),
+    pa.field("scheduler", pa.string(), nullable=False),
+    pa.field("model_id", pa.string(), nullable=False),
+    pa.field("revision", pa.string(), nullable=True),
+    pa.field("seconds", pa.float32(), nullable=False),
+    pa.field("clip_score", pa.float32(), nullable=True),
+    pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+]
+
+register(
+    TableSchema(
+        name=SYNTHETIC_MANIFEST,
+        version=1,
+        description="one row per synthetic image in the dataset, with how it was made",
+        schema=pa.schema(_MANIFEST_FIELDS + _SYNTH_FIELDS),
+    )
+)
+
+register(
+    TableSchema(
+        name=SYNTHETIC_REJECTS,
+        version=1,
+        description="one row per synthetic image the CLIP filter kept out of the dataset",
+        schema=pa.schema(_MANIFEST_FIELDS + _SYNTH_FIELDS
+                         + [pa.field("clip_scores", pa.list_(pa.float32()), nullable=False)]),
     )
 )

@@ -15,7 +15,6 @@ with image-embedding files whose masks file never appeared.
 
 from __future__ import annotations
 
-import json
 import posixpath
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +26,9 @@ import pyarrow.parquet as pq
 
 from segloop.data import rle
 from segloop.data.fs import join, url_to_fs
-from segloop.data.images import write_bytes_atomic
 from segloop.data.parquet import TableWriter, read_metadata, read_table
 from segloop.data.schemas import IMAGE_EMBEDDINGS, MASK_EMBEDDINGS
+from segloop.data.settings_file import check_settings as _check_settings
 from segloop.embed.tables import EmbeddedImage, image_table, mask_schema, mask_table
 from segloop.errors import StoreError
 
@@ -44,27 +43,8 @@ def shard_url(out: str, kind: str, source: str, shard: int) -> str:
 
 
 def check_settings(out: str, settings: dict[str, Any]) -> None:
-    """Record ``settings`` in ``<out>/embed.json``, or check they match the recorded ones.
-
-    Raises :class:`StoreError` naming the differing keys when an existing output was made
-    with other settings (mixing them would give rows that do not belong together).
-    """
-    fs, path = url_to_fs(join(out, SETTINGS_FILE))
-    if fs.exists(path):
-        with fs.open(path, "rb") as fh:
-            recorded = json.loads(fh.read())
-        diff = sorted(k for k in set(recorded) | set(settings)
-                      if recorded.get(k) != settings.get(k))
-        if diff:
-            shown = ", ".join(f"{k}: {recorded.get(k)!r} there, {settings.get(k)!r} now"
-                              for k in diff)
-            raise StoreError(
-                f"{out} was made with other settings ({shown}); set embed.output to a new "
-                "folder, or change the settings back to resume it"
-            )
-        return
-    write_bytes_atomic(join(out, SETTINGS_FILE),
-                       (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode())
+    """Record ``settings`` in ``<out>/embed.json`` or refuse an output made with others."""
+    _check_settings(out, settings, SETTINGS_FILE, "embed.output")
 
 
 def sweep(out: str) -> list[str]:
