@@ -1,0 +1,208 @@
+"""Throughput of segloop's synthesize flow vs a bare diffusers loop (a benchmark, not a test).
+
+Protocol (fixed):
+
+- Model: the Stable Diffusion 1.x architecture (UNet 860M, VAE, CLIP ViT-L/14 text encoder)
+  with random weights (``models.diffusion.model_id: random-sd1``): compute does not depend
+  on weight values. The tokenizer is segloop's tiny offline CLIP tokenizer.
+- Settings: ``--size`` pixels square (default 128, latents 16x16), ``--steps`` (default
+  4) PNDM steps, guidance 7.5 (classifier-free guidance doubles the UNet batch), two
+  classes, ``--images`` images in all (default 16), batch ``--batch`` (default 4).
+- One process, one pipeline object shared by every measurement, one warm-up call first:
+
+  * ``bare_loop``: ``pipe(prompt, generator=...)`` once per image, nothing written.
+  * ``batched``: segloop's ``generate_images`` on batches of ``--batch`` (the same per-image
+    seeds), nothing written.
+  * ``segloop``: the ``synthesize`` flow end to end on Prefect's local server (plan, chunk
+    tasks, PNG and manifest writing, compaction, contact sheet, DVC versioning) in a
+    temporary workspace. ``images_per_second.segloop`` counts the generation phase (chunk
+    tasks, with their writing); ``segloop_wall`` is the flow's whole wall time, server
+    start excluded.
+
+Writes ``benchmarks/results/synthesize.json`` and ``synthesize.png``.
+
+    python benchmarks/synthesize.py            # ~10 min on 2 cores
+    python benchmarks/synthesize.py --quick    # tiny pipeline: checks the script only
+    python benchmarks/synthesize.py --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+TARGET_BATCHING = 1.3
+TARGET_OVERHEAD = 0.05
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=16)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--quick", action="store_true", help="tiny pipeline, separate JSON")
+    p.add_argument("--table", action="store_true", help="print the README table and exit")
+    return p.parse_args(argv)
+
+
+def _config(args: argparse.Namespace, tmp: str) -> Any:
+    from segloop.config import parse_config
+
+    return parse_config({
+        "base": {"paths": {"workspace": f"{tmp}/ws", "dvc_remote": f"{tmp}/remote",
+                           "reports": f"{tmp}/reports", "prefect_home": f"{tmp}/prefect"}},
+        "models": {"diffusion": {"model_id": "tiny" if args.quick else "random-sd1"}},
+        "synth": {"dataset": "bench", "classes": ["forklift", "pallet"],
+                  "images_per_class": args.images // 2, "batch_size": args.batch,
+                  "chunk_size": args.images, "steps": args.steps, "guidance": 7.5,
+                  "height": args.size, "width": args.size, "contact_per_class": 2},
+    })
+
+
+def _jobs(cfg: Any) -> list[Any]:
+    from segloop.synth.prompts import jobs_for
+
+    return [j for k in range(len(cfg.synth.classes)) for j in jobs_for(cfg.synth, k, 0)]
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    from segloop.runtime import configure_offline
+    from segloop.synth import run
+    from segloop.synth.generate import generate_images
+
+    tmp = tempfile.mkdtemp(prefix="segloop-bench-synth-")
+    cfg = _config(args, tmp)
+    configure_offline(cfg.base.paths.prefect_home)
+    t0 = time.perf_counter()
+    loaded = run.pipeline(cfg)  # cached: the flow below reuses this very object
+    load_seconds = time.perf_counter() - t0
+    pipe, s = loaded.pipe, run.generation_settings(cfg)
+    jobs = _jobs(cfg)
+    n = len(jobs)
+    generate_images(pipe, jobs[:1], s)  # warm-up
+    results: dict[str, float] = {}
+
+    print(f"[synthesize] bare loop: {n} images one by one ...", flush=True)
+    t0 = time.perf_counter()
+    for job in jobs:
+        pipe(prompt=job.prompt, generator=torch.Generator().manual_seed(job.seed),
+             num_inference_steps=s.steps, guidance_scale=s.guidance, height=s.height,
+             width=s.width, output_type="np")
+    results["bare_loop"] = n / (time.perf_counter() - t0)
+
+    print(f"[synthesize] batched: batches of {args.batch} ...", flush=True)
+    t0 = time.perf_counter()
+    for i in range(0, n, args.batch):
+        generate_images(pipe, jobs[i : i + args.batch], s)
+    results["batched"] = n / (time.perf_counter() - t0)
+
+    print("[synthesize] segloop flow ...", flush=True)
+    from flows.synthesize import synthesize_flow
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=None):
+        t0 = time.perf_counter()
+        summary = synthesize_flow(config=cfg)
+        wall = time.perf_counter() - t0
+    if summary["generated"] != n:
+        raise SystemExit(f"the flow generated {summary['generated']} images, expected {n}")
+    results["segloop"] = n / summary["seconds"]
+    results["segloop_wall"] = n / wall
+    return {"images_per_second": {k: round(v, 4) for k, v in results.items()},
+            "load_seconds": round(load_seconds, 2), "images": n,
+            "flow_seconds": {"generation": summary["seconds"], "wall": round(wall, 2)},
+            "torch_threads": torch.get_num_threads()}
+
+
+def summarize(data: dict[str, Any]) -> dict[str, Any]:
+    ips = data["images_per_second"]
+    batching = ips["batched"] / ips["bare_loop"]
+    overhead = ips["batched"] / ips["segloop"] - 1
+    overhead_wall = ips["batched"] / ips["segloop_wall"] - 1
+    return {"ratios": {"batched_over_bare": round(batching, 3),
+                       "segloop_over_bare": round(ips["segloop"] / ips["bare_loop"], 3),
+                       "flow_overhead": round(overhead, 4),
+                       "flow_overhead_wall": round(overhead_wall, 4)},
+            "targets": {
+                "batching": {"target": f">= {TARGET_BATCHING}x the bare loop",
+                             "measured": round(batching, 3), "met": batching >= TARGET_BATCHING},
+                "orchestration": {"target": f"flow adds <= {TARGET_OVERHEAD:.0%} over batched",
+                                  "measured": round(overhead, 4),
+                                  "met": overhead <= TARGET_OVERHEAD}}}
+
+
+def plot(data: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ips = data["images_per_second"]
+    names = ["bare_loop", "batched", "segloop", "segloop_wall"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(names, [ips[k] for k in names], color=["#999999", "#4c72b0", "#dd8452", "#f4a582"])
+    for i, k in enumerate(names):
+        ax.text(i, ips[k], f"{ips[k]:.3f}", ha="center", va="bottom", fontsize=9)
+    ax.axhline(ips["bare_loop"] * TARGET_BATCHING, ls="--", c="k", lw=1,
+               label=f"target: bare loop x {TARGET_BATCHING}")
+    p = data["protocol"]
+    ax.set_title(f"{p['model']}, {p['size']}px, {p['steps']} steps, batch {p['batch']}, "
+                 f"{p['images']} images, 2 CPU cores", fontsize=9)
+    ax.set_ylabel("images per second (higher is better)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def markdown_table(data: dict[str, Any]) -> str:
+    ips, r = data["images_per_second"], data["ratios"]
+    rows = [("bare diffusers loop, one image per call", ips["bare_loop"], "1.00x"),
+            (f"batched (batch {data['protocol']['batch']}), no writing", ips["batched"],
+             f"{r['batched_over_bare']:.2f}x"),
+            ("segloop flow, generation phase", ips["segloop"], f"{r['segloop_over_bare']:.2f}x"),
+            ("segloop flow, whole run (plan to DVC push)", ips["segloop_wall"],
+             f"{ips['segloop_wall'] / ips['bare_loop']:.2f}x")]
+    lines = ["| run | images/s | vs bare loop |", "|---|---:|---:|"]
+    lines += [f"| {name} | {v:.3f} | {x} |" for name, v, x in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    path = RESULTS / ("synthesize_quick.json" if args.quick else "synthesize.json")
+    if args.table:
+        print(markdown_table(json.loads(path.read_text())))
+        return 0
+    if args.quick:
+        args.images, args.batch, args.steps, args.size = 4, 2, 2, 32
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    data = measure(args)
+    data["protocol"] = {"model": "tiny" if args.quick else "SD 1.x architecture, random",
+                        "size": args.size, "steps": args.steps, "batch": args.batch,
+                        "images": args.images, "guidance": 7.5}
+    data.update(summarize(data))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+    plot(data, path.with_suffix(".png"))
+    print(markdown_table(data))
+    print(json.dumps(data["targets"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE.parent))  # flows/ and tasks/ when run from anywhere
+    sys.exit(main())
