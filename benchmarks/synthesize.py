@@ -108,8 +108,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     results["batched"] = n / (time.perf_counter() - t0)
 
     print("[synthesize] segloop flow ...", flush=True)
-    from flows.synthesize import synthesize_flow
     from prefect.testing.utilities import prefect_test_harness
+
+    from flows.synthesize import synthesize_flow
 
     with prefect_test_harness(server_startup_timeout=None):
         t0 = time.perf_counter()
