@@ -8,7 +8,11 @@ Protocol (fixed):
 - Settings: ``--size`` pixels square (default 128, latents 16x16), ``--steps`` (default
   4) PNDM steps, guidance 7.5 (classifier-free guidance doubles the UNet batch), two
   classes, ``--images`` images in all (default 16), batch ``--batch`` (default 4).
-- One process, one pipeline object shared by every measurement, one warm-up call first:
+- One process, one pipeline object shared by every measurement, one warm-up call first,
+  then ``--repeats`` (default 3) rounds of the three runs below, interleaved so that drift
+  of the machine's speed hits all three alike; reported: medians, every round, and the
+  flow's overhead over batched generation per round (paired) and its median. Run-to-run
+  noise on this machine is about +-7%, so one round cannot resolve a 5% target.
 
   * ``bare_loop``: ``pipe(prompt, generator=...)`` once per image, nothing written.
   * ``batched``: segloop's ``generate_images`` on batches of ``--batch`` (the same per-image
@@ -21,7 +25,7 @@ Protocol (fixed):
 
 Writes ``benchmarks/results/synthesize.json`` and ``synthesize.png``.
 
-    python benchmarks/synthesize.py            # ~10 min on 2 cores
+    python benchmarks/synthesize.py            # ~10 min on 2 cores (3 rounds)
     python benchmarks/synthesize.py --quick    # tiny pipeline: checks the script only
     python benchmarks/synthesize.py --table
 """
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -51,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--size", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds (medians)")
     p.add_argument("--quick", action="store_true", help="tiny pipeline, separate JSON")
     p.add_argument("--table", action="store_true", help="print the README table and exit")
     return p.parse_args(argv)
@@ -77,6 +83,10 @@ def _jobs(cfg: Any) -> list[Any]:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """``--repeats`` rounds of (bare loop, batched, flow), interleaved, on one pipeline."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.synthesize import synthesize_flow
     from segloop.runtime import configure_offline
     from segloop.synth import run
     from segloop.synth.generate import generate_images
@@ -91,45 +101,43 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     jobs = _jobs(cfg)
     n = len(jobs)
     generate_images(pipe, jobs[:1], s)  # warm-up
-    results: dict[str, float] = {}
-
-    print(f"[synthesize] bare loop: {n} images one by one ...", flush=True)
-    t0 = time.perf_counter()
-    for job in jobs:
-        pipe(prompt=job.prompt, generator=torch.Generator().manual_seed(job.seed),
-             num_inference_steps=s.steps, guidance_scale=s.guidance, height=s.height,
-             width=s.width, output_type="np")
-    results["bare_loop"] = n / (time.perf_counter() - t0)
-
-    print(f"[synthesize] batched: batches of {args.batch} ...", flush=True)
-    t0 = time.perf_counter()
-    for i in range(0, n, args.batch):
-        generate_images(pipe, jobs[i : i + args.batch], s)
-    results["batched"] = n / (time.perf_counter() - t0)
-
-    print("[synthesize] segloop flow ...", flush=True)
-    from prefect.testing.utilities import prefect_test_harness
-
-    from flows.synthesize import synthesize_flow
-
+    reps: dict[str, list[float]] = {"bare_loop": [], "batched": [], "segloop": [],
+                                    "segloop_wall": []}
     with prefect_test_harness(server_startup_timeout=None):
-        t0 = time.perf_counter()
-        summary = synthesize_flow(config=cfg)
-        wall = time.perf_counter() - t0
-    if summary["generated"] != n:
-        raise SystemExit(f"the flow generated {summary['generated']} images, expected {n}")
-    results["segloop"] = n / summary["seconds"]
-    results["segloop_wall"] = n / wall
-    return {"images_per_second": {k: round(v, 4) for k, v in results.items()},
+        for rep in range(args.repeats):
+            print(f"[synthesize] round {rep + 1}/{args.repeats}: bare loop, batched, flow",
+                  flush=True)
+            t0 = time.perf_counter()
+            for job in jobs:
+                pipe(prompt=job.prompt, generator=torch.Generator().manual_seed(job.seed),
+                     num_inference_steps=s.steps, guidance_scale=s.guidance,
+                     height=s.height, width=s.width, output_type="np")
+            reps["bare_loop"].append(n / (time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            for i in range(0, n, args.batch):
+                generate_images(pipe, jobs[i : i + args.batch], s)
+            reps["batched"].append(n / (time.perf_counter() - t0))
+            fresh = cfg.model_copy(update={"synth": cfg.synth.model_copy(
+                update={"dataset": f"bench{rep}"})})
+            t0 = time.perf_counter()
+            summary = synthesize_flow(config=fresh)
+            wall = time.perf_counter() - t0
+            if summary["generated"] != n:
+                raise SystemExit(f"the flow generated {summary['generated']} images, not {n}")
+            reps["segloop"].append(n / summary["seconds"])
+            reps["segloop_wall"].append(n / wall)
+    overheads = [b / f - 1 for b, f in zip(reps["batched"], reps["segloop"], strict=True)]
+    return {"images_per_second": {k: round(statistics.median(v), 4) for k, v in reps.items()},
+            "rounds": {k: [round(x, 4) for x in v] for k, v in reps.items()},
+            "flow_overhead_per_round": [round(o, 4) for o in overheads],
             "load_seconds": round(load_seconds, 2), "images": n,
-            "flow_seconds": {"generation": summary["seconds"], "wall": round(wall, 2)},
             "torch_threads": torch.get_num_threads()}
 
 
 def summarize(data: dict[str, Any]) -> dict[str, Any]:
     ips = data["images_per_second"]
     batching = ips["batched"] / ips["bare_loop"]
-    overhead = ips["batched"] / ips["segloop"] - 1
+    overhead = statistics.median(data["flow_overhead_per_round"])  # paired, per round
     overhead_wall = ips["batched"] / ips["segloop_wall"] - 1
     return {"ratios": {"batched_over_bare": round(batching, 3),
                        "segloop_over_bare": round(ips["segloop"] / ips["bare_loop"], 3),
@@ -187,12 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown_table(json.loads(path.read_text())))
         return 0
     if args.quick:
-        args.images, args.batch, args.steps, args.size = 4, 2, 2, 32
+        args.images, args.batch, args.steps, args.size, args.repeats = 4, 2, 2, 32, 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     data = measure(args)
     data["protocol"] = {"model": "tiny" if args.quick else "SD 1.x architecture, random",
                         "size": args.size, "steps": args.steps, "batch": args.batch,
-                        "images": args.images, "guidance": 7.5}
+                        "images": args.images, "guidance": 7.5, "repeats": args.repeats}
     data.update(summarize(data))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

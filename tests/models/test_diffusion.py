@@ -197,3 +197,13 @@ def test_random_sd1_pipeline_runs_one_step_at_64px(tmp_path: Path) -> None:
     out = pipe("a car", num_inference_steps=1, height=64, width=64, output_type="np",
                generator=torch.Generator().manual_seed(0))
     assert np.asarray(out.images).shape == (1, 64, 64, 3)
+
+
+def test_scheduler_names_match_the_config() -> None:
+    import typing
+
+    from segloop.config import SCHEDULER_NAMES, DiffusionModelConfig
+    from segloop.models.diffusion import SCHEDULERS
+
+    literal = DiffusionModelConfig.model_fields["scheduler"].annotation
+    assert tuple(SCHEDULERS) == SCHEDULER_NAMES == typing.get_args(literal)

@@ -148,3 +148,17 @@ def test_bad_configs_fail_clearly(tmp_path: Path) -> None:
     _generate(_config(images_per_class=1), out)
     with pytest.raises(StoreError, match="steps: 2 there, 3 now"):
         run.plan(_config(images_per_class=1, steps=3), out)
+
+
+def test_tiny_clip_filter_through_the_configured_loader(tmp_path: Path) -> None:
+    cfg = parse_config({**_config(images_per_class=2).model_dump(),
+                        "models": {"diffusion": {"model_id": "tiny", "seed": 3},
+                                   "clip": {"model_id": "tiny"}}})
+    out = str(tmp_path / "ds")
+    _generate(cfg, out)
+    final = run.finalize(cfg, out)
+    rows = store.read_manifest(out).to_pylist() + store.read_rejects(out).to_pylist()
+    assert final["images"] + final["rejected"] == 4 and len(rows) == 4
+    assert all(0.0 <= r["clip_score"] <= 1.0 for r in rows)
+    kept = {r["image_id"] for r in store.read_manifest(out).to_pylist()}
+    assert all((r["clip_score"] >= 0.5) == (r["image_id"] in kept) for r in rows)

@@ -278,6 +278,8 @@ def load_pipeline(
     if offload:
         pipe.to(dtype=torch_dtype)
         pipe.enable_model_cpu_offload(device=torch_device)
+    elif pipe.dtype == torch_dtype:  # a cast to the same dtype only earns a diffusers warning
+        pipe.to(device=torch_device)
     else:
         pipe.to(device=torch_device, dtype=torch_dtype)
     if attention_slicing:
