@@ -50,9 +50,17 @@ def test_bad_value_names_key_and_value(tmp_path: Path) -> None:
     assert "smoke.n_images" in msg and "greater than or equal to 1" in msg
 
 
-def test_unknown_key_in_empty_for_now_section() -> None:
-    with pytest.raises(ConfigError, match=r"pseudolabel\.method: unknown key"):
-        parse_config({"pseudolabel": {"method": "usam"}}, "x.yaml")
+def test_pseudolabel_section_defaults_and_errors() -> None:
+    cfg = parse_config({"pseudolabel": {"method": "sam_clip", "usam": {"tau": 0.3}}})
+    assert cfg.pseudolabel.method == "sam_clip" and cfg.pseudolabel.usam.tau == 0.3
+    assert Config().pseudolabel.usam.tau == "median" and Config().pseudolabel.conf == 0.5
+    assert Config().pseudolabel.sam_clip.threshold == 0.7
+    with pytest.raises(ConfigError, match=r"pseudolabel\.usam\.alpha: unknown key"):
+        parse_config({"pseudolabel": {"usam": {"alpha": 3}}}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"pseudolabel\.method"):
+        parse_config({"pseudolabel": {"method": "kmeans"}}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"pseudolabel\.sam_clip\.template"):
+        parse_config({"pseudolabel": {"sam_clip": {"template": "a photo"}}}, "x.yaml")
 
 
 def test_synth_classes_superclasses_and_presets() -> None:

@@ -4,7 +4,8 @@
     segloop config show --defaults      print the built-in defaults (params.yaml)
     segloop config validate PATH...     check config files; exit 2 on the first bad one
     segloop run FLOW [--pipeline P]     run a flow (smoke, active_learning, embed,
-                                        synthesize) on Prefect's local server
+                                        synthesize, pseudolabel, usam) on Prefect's
+                                        local server
     segloop labels export [--out DIR]   write the pending round's labelling tasks
     segloop labels import FILE          validate finished labels and commit the pending round
     segloop rounds list [--pipeline P]  label rounds with tag, date, size, metrics
@@ -23,7 +24,7 @@ from pathlib import Path
 from segloop.config import Config, dump_config, load_config
 from segloop.errors import SegloopError
 
-FLOWS = ("smoke", "active_learning", "embed", "synthesize")
+FLOWS = ("smoke", "active_learning", "embed", "synthesize", "pseudolabel", "usam")
 
 
 def _default_config_path() -> str | None:
@@ -78,7 +79,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for row in summary["per_class"]:
             print(f"{row['label']:>20}: {row['images']} images ({row['rejected']} rejected)")
         print(f"dataset: {summary['output']}\ncontact sheet: {summary['contact_sheet']}")
+    elif args.flow in ("pseudolabel", "usam"):
+        from flows.pseudolabel import pseudolabel_flow
+        from flows.usam import usam_flow
+
+        run_flow = pseudolabel_flow if args.flow == "pseudolabel" else usam_flow
+        result = run_flow(pipeline=args.pipeline or _default_config_path())
+        print(_pseudo_summary(result["pseudolabel"] if args.flow == "usam" else result))
     return 0
+
+
+def _pseudo_summary(summary) -> str:  # type: ignore[no-untyped-def]
+    state = "up to date" if summary["up_to_date"] else f"{summary['images_labelled']} labelled"
+    lines = [f"{summary['method']} round {summary['round']:03d}: {summary['images']} images "
+             f"({state}) in {summary['round_path']} ({summary['tag']})"]
+    m = summary.get("metrics")
+    if m:
+        lines.append(f"mIoU (method's classes) covered {m['miou_covered_method_classes']}, "
+                     f"overall {m['miou_overall_method_classes']}; coverage {m['coverage']}; "
+                     f"mAP50 {m['map50']}")
+    return "\n".join(lines)
 
 
 def _al_summary(result, pipeline: str | None) -> str:  # type: ignore[no-untyped-def]

@@ -53,13 +53,14 @@ class DataConfig(Section):
     """The dataset a flow reads."""
 
     name: str = Field("camvid", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    format: Literal["camvid", "folder", "manifest"] = "camvid"
+    format: Literal["camvid", "folder", "manifest", "voc"] = "camvid"
     root: str = Field(
         "auto",
         description="Path or fsspec URL of the dataset. 'auto' (CamVid only): the first of "
         "`candidates` that exists, else `download_dir`, downloading once from `download_url`. "
         "manifest: a segloop manifest table (file or folder); `split` filters its rows "
-        "('' keeps all).",
+        "('' keeps all). voc: the VOC2012 folder or one holding VOCdevkit/VOC2012 (no "
+        "'auto'); `split` is an ImageSets/Segmentation list (train, val, trainval).",
     )
     split: str = "train"
     candidates: tuple[str, ...] = ("../shared/datasets/camvid",)
@@ -232,8 +233,81 @@ class EmbedConfig(Section):
     version: bool = Field(True, description="dvc add + commit + push the output at the end")
 
 
+class USamConfig(Section):
+    """The U-SAM head (ALGORITHMS.md section 2, steps 3-6); the paper leaves the width and
+    the number of epochs open, ALGORITHMS.md fixes the rest."""
+
+    hidden: int = Field(512, ge=1, description="MLP width")
+    layers: int = Field(4, ge=2, description="MLP layers (U-SAM: 4)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    a: int = Field(10, ge=1, description="bag score: mean of the top k = max(1, ceil(d/a))")
+    tau: float | Literal["median"] = Field(
+        "median", description="entropy threshold of the bad set; median: the median mask "
+        "entropy of the teacher over the training set (logged with the outputs)")
+    lambda_mil: float = Field(1.0, ge=0.0)
+    lambda_unc: float = Field(0.15, ge=0.0)
+    lr: float = Field(1e-3, gt=0.0, description="Adam")
+    batch_size: int = Field(64, ge=1, description="images per step")
+    epochs: int = Field(20, ge=1, description="for the teacher and for the student")
+    distill: bool = Field(True, description="train the student; false: label with the teacher")
+    shuffle_buffer: int = Field(
+        1024, ge=1, description="images held in memory to shuffle the training stream "
+        "(d x 1024 x 2 bytes each: 200 KB at d = 100)")
+    seed: int = Field(0, ge=0)
+
+
+class SamClipConfig(Section):
+    """The SAM+CLIP baseline (ALGORITHMS.md section 2, step 8); CLIP from models.clip."""
+
+    template: str = Field("a photo of a {c}", pattern=r"\{c\}")
+    score: Literal["cosine", "probability"] = Field(
+        "cosine", description="cosine: image-text cosine (the spec; real CLIP rarely passes "
+        "0.7); probability: CLIP's softmax over the classes")
+    threshold: float = Field(0.7, description="keep a mask whose best score reaches this")
+    crop: bool = Field(True, description="crop each masked image to its box (plus pad)")
+    pad: float = Field(0.1, ge=0.0, description="box padding, as a fraction of its size")
+    batch_size: int = Field(32, ge=1)
+
+
 class PseudolabelConfig(Section):
-    """Pseudo-labels and seeds: not implemented yet."""
+    """Semantic pseudo-labels from SAM mask embeddings: the ``pseudolabel`` flow.
+
+    Paths are inside the workspace unless absolute or URLs; ``{synthetic}`` = synth.dataset,
+    ``{name}`` = data.name, ``{method}`` = the method.
+    """
+
+    method: Literal["usam", "sam_clip"] = "usam"
+    source: str = Field("data/embeddings/{synthetic}",
+                        description="usam: the embed output of the synthetic images")
+    manifest: str = Field("data/synthetic/{synthetic}",
+                          description="usam: the synthetic dataset (its manifest gives labels)")
+    target: str = Field("data/embeddings/{name}",
+                        description="the embed output of the images to label (data section)")
+    output: str = Field("data/pseudolabels/{method}",
+                        description="rounds go to <output>/round_NNN")
+    classes: tuple[str, ...] = Field(
+        (), description="labels to predict; empty: usam: the synthetic labels, sam_clip: "
+        "synth.classes' labels, else data.classes without the background")
+    class_map: dict[str, str] = Field(
+        default_factory=dict, description="label -> data.classes name, where they differ "
+        "(names match case-insensitively otherwise)")
+    background: str | None = Field(
+        "auto", description="data.classes name painted where no mask is kept; auto: "
+        "'background' if data.classes has it; null: abstain (255) there")
+    conf: float = Field(0.5, ge=0.0, le=1.0, description="usam: keep masks whose top "
+                        "probability reaches this")
+    nms_iou: float = Field(0.7, gt=0.0, le=1.0, description="mask NMS IoU")
+    limit: int | None = Field(None, ge=1, description="label only the first N target images")
+    chunk_size: int = Field(64, ge=1, description="target images per labelling task")
+    evaluate: bool = Field(True, description="score against ground truth when it exists")
+    map_iou: float = Field(0.5, gt=0.0, le=1.0, description="mAP: match IoU")
+    min_object_area: int = Field(
+        64, ge=1, description="mAP: ground-truth objects are connected components of a "
+        "class of at least this many pixels")
+    side_by_side: int = Field(4, ge=0, description="images on the side-by-side figure")
+    version: bool = Field(True, description="dvc add + commit + tag the round")
+    usam: USamConfig = USamConfig()
+    sam_clip: SamClipConfig = SamClipConfig()
 
 
 class TrainConfig(Section):
@@ -295,6 +369,10 @@ class ActiveConfig(Section):
     class_balanced: bool = False
     click_cost_pixels: float = Field(0.0, ge=0, description="cost of one region click")
     mc_samples: int = Field(8, ge=2, description="MC-dropout samples for BALD")
+    pseudolabels: str | None = Field(
+        None, description="a pseudo-label round folder of the pseudolabel flow (e.g. "
+        "data/pseudolabels/usam/round_000, in the workspace): its labels train the model "
+        "where no person has labelled; they never count as labelled or as cost")
     region: RegionConfig = RegionConfig()
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from segloop.config import Config
 from segloop.data.camvid import locate_camvid
+from segloop.data.voc import voc_root_hint
+from segloop.errors import ConfigError
 from segloop.versioning import Workspace, init_workspace
 
 
@@ -16,6 +18,9 @@ def resolve_data_root(cfg: Config, splits: tuple[str, ...] | None = None) -> str
         return locate_camvid(d.root, candidates=d.candidates, download_dir=d.download_dir,
                              source=d.download_url, download=d.download,
                              splits=splits or (d.split,))
+    if d.format == "voc" and d.root.strip().lower() == "auto":
+        raise ConfigError(f"data.root 'auto' is not supported for data.format voc; "
+                          f"{voc_root_hint()}")
     return d.root
 
 

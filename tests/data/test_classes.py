@@ -96,7 +96,7 @@ def test_resolve_classes() -> None:
 
 
 def test_resolve_unknown_name_lists_builtins() -> None:
-    with pytest.raises(DataError, match=r"'cityscapes'.*\['camvid'\]"):
+    with pytest.raises(DataError, match=r"'cityscapes'.*\['camvid', 'voc'\]"):
         resolve_classes("cityscapes")
     with pytest.raises(DataError, match="int"):
         resolve_classes(3)  # type: ignore[arg-type]

@@ -216,7 +216,7 @@ def test_open_dataset(tmp_path: Path, make_camvid_tree) -> None:
     folder = open_dataset("Folder", str(tmp_path), "train", CAMVID)
     assert isinstance(folder, ImageFolder) and len(folder) == 2
     assert len(open_dataset("folder", str(tmp_path / "train"), "", CAMVID)) == 2
-    known = r"\['camvid', 'folder', 'manifest'\]"
+    known = r"\['camvid', 'folder', 'manifest', 'voc'\]"
     with pytest.raises(DataError, match=r"unknown dataset format 'coco'.*" + known):
         open_dataset("coco", str(tmp_path), "train", CAMVID)
 

@@ -212,3 +212,30 @@ def test_concurrent_processes_both_commit(shared_ws, git):
     dvc_status = subprocess.run([sys.executable, "-m", "dvc", "status", *targets], cwd=root,
                                 capture_output=True, text=True, check=True).stdout
     assert "up to date" in dvc_status
+
+
+def test_seed_rounds_are_a_separate_append_only_family(tmp_path, git, tree_hashes):
+    from segloop.versioning import init_workspace, seed_rounds
+
+    ws = init_workspace(tmp_path / "ws", tmp_path / "remote")
+    usam, clip = seed_rounds("data/pseudolabels/usam", "usam"), \
+        seed_rounds("data/pseudolabels/sam_clip", "sam_clip")
+    commit_round(ws, 0, Writer(seed=5))  # a label round does not count as a seed round
+    assert next_round_number(ws, usam) == 0
+    info = commit_round(ws, 0, Writer(seed=6), message="seeds", kind=usam)
+    assert info.tag == "pseudolabels/usam/r000"
+    assert info.path == ws.root / "data/pseudolabels/usam/round_000"
+    assert (ws.root / "data/pseudolabels/usam/round_000.dvc").is_file()
+    assert next_round_number(ws, usam) == 1 and next_round_number(ws, clip) == 0
+    assert next_round_number(ws) == 1
+    assert [r.tag for r in list_rounds(ws, usam)] == ["pseudolabels/usam/r000"]
+    assert [r.tag for r in list_rounds(ws)] == [ROUND_TAG.format(0)]
+    with pytest.raises(VersioningError, match="usam pseudo-label round 2 .*next round is 1"):
+        commit_round(ws, 2, Writer(seed=7), kind=usam)
+    record_round_metrics(ws, 0, {"miou": 0.5}, kind=usam)
+    assert json.loads((ws.root / "metrics/pseudolabels/usam/round_000.json").read_text()) == \
+        {"miou": 0.5}
+    assert list_rounds(ws, usam)[0].metrics == {"miou": 0.5}
+    hashes = tree_hashes(info.path)
+    shutil.rmtree(info.path)
+    assert checkout_round(ws, 0, usam) == info.path and tree_hashes(info.path) == hashes

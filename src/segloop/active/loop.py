@@ -23,6 +23,7 @@ from segloop.active.annotator import annotate_units
 from segloop.active.pool import Pool, build_pool, load_split
 from segloop.active.rounds_io import write_round_folder
 from segloop.active.scoring import candidate_units_random, score_pool
+from segloop.active.seeds import Seeds, load_seeds, resolve_folder, training_labels
 from segloop.active.selection import Budget, Selection, Unit, select
 from segloop.active.state import LabelState, load_state
 from segloop.config import Config
@@ -59,6 +60,7 @@ class ALContext:
     pool: Pool
     eval: SplitArrays
     device: torch.device
+    seeds: Seeds | None = None
 
     @property
     def classes(self) -> ClassSpec:
@@ -85,7 +87,11 @@ def prepare(cfg: Config) -> ALContext:
         raise ConfigError(f"the pool split {ac.pool_split!r} has no labels: the simulated "
                               "annotator needs ground truth; set active.annotator: human")
     evaluation, _ = load_split(cfg, root, ac.eval_split, ac.eval_limit)
-    return ALContext(cfg, ws, pool, evaluation, pick_device(cfg.base.device))
+    seeds = None
+    if ac.pseudolabels:
+        seeds = load_seeds(pool, resolve_folder(ac.pseudolabels, ws.root),
+                           cfg.data.classes.num_classes, cfg.data.classes.ignore_index)
+    return ALContext(cfg, ws, pool, evaluation, pick_device(cfg.base.device), seeds)
 
 
 def committed_rounds(ctx: ALContext) -> list[RoundInfo]:
@@ -142,10 +148,12 @@ def train_after(ctx: ALContext, k: int, state: LabelState,
     model = build_from_config(tc, c)
     path = ctx.model_path(k)
     recipe = {**model_recipe(tc, c), "rounds": k, "steps": tc.steps, "seed": _seed(ctx, k)}
+    if ctx.seeds is not None:
+        recipe["pseudolabels"] = ctx.seeds.recipe()
     if path.is_file() and read_meta(path).get("recipe") == recipe:
         meta = load_checkpoint(model, path)
         return model.to(ctx.device), float(meta.get("train_seconds", 0.0))
-    labels = torch.from_numpy(state.labels)
+    labels = torch.from_numpy(training_labels(state.labels, state.queried, ctx.seeds))
     weights = class_weights(tc, labels, c, ctx.classes.ignore_index)
     start = time.perf_counter()
     train_model(model, ctx.pool.arrays.images, labels,
@@ -172,7 +180,8 @@ def record_metrics(ctx: ALContext, k: int, state: LabelState, metrics: SegMetric
                    extra: dict[str, Any]) -> dict[str, Any]:
     """Record (git-tracked JSON) the metrics of the model trained on rounds 0..k on round k."""
     record = {"round": k, "strategy": ctx.cfg.active.strategy, "level": ctx.cfg.active.level,
-              **state.summary(ctx.pool), **metrics.to_dict(), **extra}
+              **state.summary(ctx.pool), **metrics.to_dict(), **extra,
+              **(ctx.seeds.summary() if ctx.seeds is not None else {})}
     record_round_metrics(ctx.ws, k, record)
     return record
 

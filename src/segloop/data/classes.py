@@ -190,11 +190,44 @@ CAMVID = ClassSpec(
 )
 """The 11 SegNet CamVid classes, ignore id 11 ("unlabelled")."""
 
-BUILTIN_CLASSES: dict[str, ClassSpec] = {"camvid": CAMVID}
+_VOC_CLASSES = (
+    ("background", (0, 0, 0)),
+    ("aeroplane", (128, 0, 0)),
+    ("bicycle", (0, 128, 0)),
+    ("bird", (128, 128, 0)),
+    ("boat", (0, 0, 128)),
+    ("bottle", (128, 0, 128)),
+    ("bus", (0, 128, 128)),
+    ("car", (128, 128, 128)),
+    ("cat", (64, 0, 0)),
+    ("chair", (192, 0, 0)),
+    ("cow", (64, 128, 0)),
+    ("diningtable", (192, 128, 0)),
+    ("dog", (64, 0, 128)),
+    ("horse", (192, 0, 128)),
+    ("motorbike", (64, 128, 128)),
+    ("person", (192, 128, 128)),
+    ("pottedplant", (0, 64, 0)),
+    ("sheep", (128, 64, 0)),
+    ("sofa", (0, 192, 0)),
+    ("train", (128, 192, 0)),
+    ("tvmonitor", (0, 64, 128)),
+)
+
+VOC = ClassSpec(
+    classes=tuple(
+        ClassInfo(name=name, id=i, color=color) for i, (name, color) in enumerate(_VOC_CLASSES)
+    ),
+    ignore_index=255,
+)
+"""The 21 PASCAL VOC 2012 classes (0 background, 1..20 objects) with the standard VOC
+colormap colours; ignore id 255 (the void border)."""
+
+BUILTIN_CLASSES: dict[str, ClassSpec] = {"camvid": CAMVID, "voc": VOC}
 
 
 def resolve_classes(value: str | ClassSpec | dict) -> ClassSpec:
-    """Turn a built-in name (``"camvid"``), a dict or a ClassSpec into a ClassSpec."""
+    """Turn a built-in name (``"camvid"``, ``"voc"``), a dict or a ClassSpec into a ClassSpec."""
     if isinstance(value, ClassSpec):
         return value
     if isinstance(value, str):

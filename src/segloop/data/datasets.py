@@ -25,7 +25,7 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 )
 """File extensions treated as images (compared case-insensitively)."""
 
-FORMATS = ("camvid", "folder", "manifest")
+FORMATS = ("camvid", "folder", "manifest", "voc")
 _MAX_LISTED = 5
 
 
@@ -237,7 +237,8 @@ def open_dataset(
     ``"camvid"``: :class:`CamVidLayout` (``root``, ``split``). ``"folder"``:
     :class:`ImageFolder` over ``<root>/<split>`` (or ``root`` itself if ``split`` is "").
     ``"manifest"``: :class:`~segloop.data.manifest_dataset.ManifestDataset` (the rows of
-    ``split`` in the manifest table at ``root``; "" = all rows).
+    ``split`` in the manifest table at ``root``; "" = all rows). ``"voc"``:
+    :class:`~segloop.data.voc.VOCLayout` (PASCAL VOC 2012 at ``root``, ids of ``split``).
     """
     fmt = str(format).strip().lower()
     if fmt == "camvid":
@@ -249,6 +250,10 @@ def open_dataset(
         from segloop.data.manifest_dataset import ManifestDataset  # imports the store
 
         return ManifestDataset(root, split, classes, storage_options)
+    if fmt == "voc":
+        from segloop.data.voc import VOCLayout  # voc.py builds on this module
+
+        return VOCLayout(root, split, classes, storage_options)
     raise DataError(f"unknown dataset format {format!r}; use one of {list(FORMATS)}")
 
 

@@ -46,6 +46,12 @@ Tables (``!`` = not null):
   label; null without a filter), created_at timestamp[us, UTC]!.
 * ``synthetic_rejects`` v1: the same columns for images the CLIP filter kept out (their
   PNGs stay under ``_rejects/``), plus clip_scores list<float32>! (one per label).
+* ``pseudolabel_masks`` v1: one row per (target image, SAM mask) scored by a pseudo-label
+  method: round int32!, method string!, image_id string!, name string!, point_index int16!
+  (the mask's row in ``mask_embeddings``), label string! (the method's best label),
+  class_id int16! (its id in the target's classes), confidence float32! (top probability
+  or similarity), kept bool!, reason string! ("kept" | "low_confidence" | "nms" | "empty"),
+  area int64! (mask pixels).
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ MASK_EMBEDDINGS = "mask_embeddings"
 IMAGE_EMBEDDINGS = "image_embeddings"
 SYNTHETIC_MANIFEST = "synthetic_manifest"
 SYNTHETIC_REJECTS = "synthetic_rejects"
+PSEUDOLABEL_MASKS = "pseudolabel_masks"
 MASK_TOKEN_DIM = 1024
 
 
@@ -437,5 +444,26 @@ register(
         description="one row per synthetic image the CLIP filter kept out of the dataset",
         schema=pa.schema(_MANIFEST_FIELDS + _SYNTH_FIELDS
                          + [pa.field("clip_scores", pa.list_(pa.float32()), nullable=False)]),
+    )
+)
+
+register(
+    TableSchema(
+        name=PSEUDOLABEL_MASKS,
+        version=1,
+        description="one row per (target image, SAM mask) scored by a pseudo-label method",
+        schema=pa.schema([
+            pa.field("round", pa.int32(), nullable=False),
+            pa.field("method", pa.string(), nullable=False),
+            pa.field("image_id", pa.string(), nullable=False),
+            pa.field("name", pa.string(), nullable=False),
+            pa.field("point_index", pa.int16(), nullable=False),
+            pa.field("label", pa.string(), nullable=False),
+            pa.field("class_id", pa.int16(), nullable=False),
+            pa.field("confidence", pa.float32(), nullable=False),
+            pa.field("kept", pa.bool_(), nullable=False),
+            pa.field("reason", pa.string(), nullable=False),
+            pa.field("area", pa.int64(), nullable=False),
+        ]),
     )
 )

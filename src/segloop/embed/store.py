@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from segloop.data import rle
 from segloop.data.fs import join, url_to_fs
 from segloop.data.parquet import TableWriter, read_metadata, read_table
-from segloop.data.schemas import IMAGE_EMBEDDINGS, MASK_EMBEDDINGS
+from segloop.data.schemas import IMAGE_EMBEDDINGS, MASK_EMBEDDINGS, TableSchema
 from segloop.data.settings_file import check_settings as _check_settings
 from segloop.embed.tables import EmbeddedImage, image_table, mask_schema, mask_table
 from segloop.errors import StoreError
@@ -276,6 +276,11 @@ def _stored_dtype(masks_url: str) -> str:
     with fs.open(files[0], "rb") as fh:
         field = pq.read_schema(fh).field("embedding")
     return "float32" if field.type.value_type == pa.float32() else "float16"
+
+
+def stored_schema(out: str) -> TableSchema:
+    """The ``mask_embeddings`` schema of an output folder, with its stored embedding type."""
+    return mask_schema(_stored_dtype(join(out, "masks")))
 
 
 def read_image_embeddings(out: str, image_ids: list[str]) -> np.ndarray:

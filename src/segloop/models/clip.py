@@ -183,6 +183,11 @@ class ClipScorer:
         """Width d of the joint embedding space (``projection_dim``)."""
         return int(self.model.config.projection_dim)
 
+    @property
+    def logit_scale(self) -> float:
+        """CLIP's temperature ``exp(model.logit_scale)`` (about 100 for trained models)."""
+        return float(self.model.logit_scale.detach().float().exp().cpu())
+
     @torch.inference_mode()
     def image_embeddings(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(H, W, 3) uint8 RGB images -> (n, d) float32 L2-normalised embeddings."""

@@ -6,15 +6,18 @@ root only (``segloop.versioning._run``).
 """
 
 from segloop.versioning.rounds import (
+    LABELS,
     METRICS_DIR,
     ROUND_DIR,
     ROUND_TAG,
     RoundInfo,
+    RoundKind,
     checkout_round,
     commit_round,
     list_rounds,
     next_round_number,
     record_round_metrics,
+    seed_rounds,
 )
 from segloop.versioning.workspace import (
     LOCK_NAME,
@@ -27,12 +30,14 @@ from segloop.versioning.workspace import (
 )
 
 __all__ = [
+    "LABELS",
     "LOCK_NAME",
     "METRICS_DIR",
     "REMOTE_NAME",
     "ROUND_DIR",
     "ROUND_TAG",
     "RoundInfo",
+    "RoundKind",
     "Workspace",
     "checkout_round",
     "commit_round",
@@ -41,6 +46,7 @@ __all__ = [
     "list_rounds",
     "next_round_number",
     "record_round_metrics",
+    "seed_rounds",
     "version_path",
     "versioning_lock",
 ]

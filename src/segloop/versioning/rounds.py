@@ -35,8 +35,39 @@ ROUND_DIR = "data/labels/round_{:03d}"
 ROUND_TAG = "labels/r{:03d}"
 METRICS_DIR = "metrics/rounds"
 
-_TAG_RE = re.compile(r"^labels/r(\d{3,})$")
 _TMP_GLOB = ".round_*.tmp-*"
+
+
+@dataclass(frozen=True)
+class RoundKind:
+    """A family of append-only rounds: folder and tag templates (``{:03d}`` = the number).
+
+    :data:`LABELS` are the active-learning label rounds; :func:`seed_rounds` gives the
+    pseudo-label (seed) rounds of one method, versioned the same way.
+    """
+
+    dir: str
+    tag: str
+    what: str = "label round"
+    metrics: str = METRICS_DIR + "/round_{:03d}.json"
+
+    def tag_pattern(self) -> re.Pattern[str]:
+        prefix = self.tag.split("{", 1)[0]
+        return re.compile("^" + re.escape(prefix) + r"(\d{3,})$")
+
+    def tag_glob(self) -> str:
+        return self.tag.split("{", 1)[0] + "*"
+
+
+LABELS = RoundKind(ROUND_DIR, ROUND_TAG)
+
+
+def seed_rounds(folder: str, method: str) -> RoundKind:
+    """Pseudo-label rounds ``<folder>/round_NNN`` (workspace-relative), tagged
+    ``pseudolabels/<method>/rNNN``."""
+    return RoundKind(folder.rstrip("/") + "/round_{:03d}", f"pseudolabels/{method}/r{{:03d}}",
+                     f"{method} pseudo-label round",
+                     f"metrics/pseudolabels/{method}/round_{{:03d}}.json")
 
 
 @dataclass(frozen=True)
@@ -59,9 +90,9 @@ class RoundInfo:
     metrics: dict[str, Any] | None
 
 
-def next_round_number(ws: Workspace) -> int:
+def next_round_number(ws: Workspace, kind: RoundKind = LABELS) -> int:
     """The number the next round must have: 0 for the first, else the last tagged + 1."""
-    numbers = _round_tags(ws.root)
+    numbers = _round_tags(ws.root, kind)
     return max(numbers) + 1 if numbers else 0
 
 
@@ -71,6 +102,7 @@ def commit_round(
     write: Callable[[Path], None],
     message: str | None = None,
     push: bool = True,
+    kind: RoundKind = LABELS,
 ) -> RoundInfo:
     """Write (``write(folder)``), version, push and tag label round ``number``.
 
@@ -83,31 +115,33 @@ def commit_round(
     root = ws.root
     with versioning_lock(root):
         require_repo(root)
-        tags = _round_tags(root)
+        tags = _round_tags(root, kind)
         if number in tags:
-            return _round_info(ws, number, tags[number], created=False)
+            return _round_info(ws, number, tags[number], created=False, kind=kind)
         expected = max(tags) + 1 if tags else 0
         if number != expected:
             raise VersioningError(
-                f"cannot commit label round {number} in {root}: rounds are append-only and "
+                f"cannot commit {kind.what} {number} in {root}: rounds are append-only and "
                 f"the next round is {expected} (existing: {_describe(tags)}). "
                 "Use segloop.versioning.next_round_number(ws)."
             )
-        final = root / ROUND_DIR.format(number)
+        final = root / kind.dir.format(number)
         _remove_stale_temp_dirs(final.parent)
         if not final.exists():
             _write_atomically(final, number, write)
         elif not final.is_dir():
             raise VersioningError(f"{final} exists but is not a folder: move it away and retry")
         message = message or f"labels: round {number:03d}"
-        version_path(ws, ROUND_DIR.format(number), message, push=push)
-        tag = ROUND_TAG.format(number)
+        version_path(ws, kind.dir.format(number), message, push=push)
+        tag = kind.tag.format(number)
         create_tag(root, tag, message)
-        return _round_info(ws, number, tag, created=True)
+        return _round_info(ws, number, tag, created=True, kind=kind)
 
 
-def record_round_metrics(ws: Workspace, number: int, metrics: dict[str, Any]) -> None:
-    """Write ``metrics/rounds/round_NNN.json`` (git-tracked) and commit it if it changed."""
+def record_round_metrics(ws: Workspace, number: int, metrics: dict[str, Any],
+                         kind: RoundKind = LABELS) -> None:
+    """Write ``metrics/rounds/round_NNN.json`` (``kind.metrics``; git-tracked) and commit it
+    if it changed."""
     _check_number(number)
     try:
         text = json.dumps(metrics, indent=2, sort_keys=True, default=_json_default) + "\n"
@@ -119,29 +153,30 @@ def record_round_metrics(ws: Workspace, number: int, metrics: dict[str, Any]) ->
     root = ws.root
     with versioning_lock(root):
         require_repo(root)
-        if number not in _round_tags(root):
+        tags = _round_tags(root, kind)
+        if number not in tags:
             raise VersioningError(
-                f"cannot record metrics for label round {number} in {root}: the round is not "
-                f"committed (existing: {_describe(_round_tags(root))})"
+                f"cannot record metrics for {kind.what} {number} in {root}: the round is not "
+                f"committed (existing: {_describe(tags)})"
             )
-        rel = f"{METRICS_DIR}/round_{number:03d}.json"
+        rel = kind.metrics.format(number)
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, path)
-        commit_paths(root, [rel], f"metrics: round {number:03d}")
+        commit_paths(root, [rel], f"metrics: {kind.what} {number:03d}")
 
 
-def list_rounds(ws: Workspace) -> list[RoundInfo]:
+def list_rounds(ws: Workspace, kind: RoundKind = LABELS) -> list[RoundInfo]:
     """All committed rounds (from the ``labels/r*`` tags), sorted by number."""
     require_repo(ws.root)
-    tags = _round_tags(ws.root)
-    return [_round_info(ws, n, tags[n], created=False) for n in sorted(tags)]
+    tags = _round_tags(ws.root, kind)
+    return [_round_info(ws, n, tags[n], created=False, kind=kind) for n in sorted(tags)]
 
 
-def checkout_round(ws: Workspace, number: int) -> Path:
+def checkout_round(ws: Workspace, number: int, kind: RoundKind = LABELS) -> Path:
     """Restore ``data/labels/round_NNN/`` to exactly the files of its tag; returns it.
 
     Modified or deleted files are restored and extra files removed. If the local DVC
@@ -151,13 +186,13 @@ def checkout_round(ws: Workspace, number: int) -> Path:
     root = ws.root
     with versioning_lock(root):
         require_repo(root)
-        tags = _round_tags(root)
+        tags = _round_tags(root, kind)
         if number not in tags:
             raise VersioningError(
-                f"label round {number} does not exist in {root}; existing rounds: "
+                f"{kind.what} {number} does not exist in {root}; existing rounds: "
                 f"{_describe(tags)}"
             )
-        rel = ROUND_DIR.format(number)
+        rel = kind.dir.format(number)
         dvc_file = f"{rel}.dvc"
         git(root, "checkout", tags[number], "--", dvc_file)
         if not dvc_ok(root, "checkout", "--force", dvc_file):
@@ -176,12 +211,13 @@ def _check_number(number: int) -> None:
         raise VersioningError(f"a round number is an int >= 0, got {number!r}")
 
 
-def _round_tags(root: Path) -> dict[int, str]:
-    """Round number -> tag name, for every ``labels/rNNN`` tag."""
-    out = git(root, "tag", "--list", "labels/r*")
+def _round_tags(root: Path, kind: RoundKind = LABELS) -> dict[int, str]:
+    """Round number -> tag name, for every tag of ``kind`` (``labels/rNNN``)."""
+    out = git(root, "tag", "--list", kind.tag_glob())
+    pattern = kind.tag_pattern()
     tags = {}
     for name in out.splitlines():
-        match = _TAG_RE.match(name.strip())
+        match = pattern.match(name.strip())
         if match:
             tags[int(match.group(1))] = name.strip()
     return tags
@@ -193,18 +229,19 @@ def _describe(tags: dict[int, str]) -> str:
     return ", ".join(f"{n} ({tags[n]})" for n in sorted(tags))
 
 
-def _round_info(ws: Workspace, number: int, tag: str, created: bool) -> RoundInfo:
+def _round_info(ws: Workspace, number: int, tag: str, created: bool,
+                kind: RoundKind = LABELS) -> RoundInfo:
     root = ws.root
     fields = git(root, "for-each-ref", "--format=%(*objectname) %(objectname) "
                  "%(creatordate:iso-strict)", f"refs/tags/{tag}").split()
     # Annotated tags: *objectname is the commit; lightweight tags: objectname is.
     commit, date = (fields[0], fields[2]) if len(fields) == 3 else (fields[0], fields[1])
-    rel = ROUND_DIR.format(number)
+    rel = kind.dir.format(number)
     dvc_text = git_try(root, "show", f"{tag}:{rel}.dvc")
     if dvc_text is None:
-        raise VersioningError(f"tag {tag} in {root} has no {rel}.dvc: it is not a label round")
+        raise VersioningError(f"tag {tag} in {root} has no {rel}.dvc: it is not a {kind.what}")
     out = (yaml.safe_load(dvc_text) or {}).get("outs") or [{}]
-    metrics_rel = f"{METRICS_DIR}/round_{number:03d}.json"
+    metrics_rel = kind.metrics.format(number)
     metrics_text = git_try(root, "show", f"HEAD:{metrics_rel}")
     try:
         metrics = json.loads(metrics_text) if metrics_text is not None else None

@@ -1,0 +1,132 @@
+"""The end of a pseudolabel run: commit the staged round, record metrics, summarise.
+
+The flow (``flows/pseudolabel.py``) runs: plan -> train heads (U-SAM) -> label chunks ->
+evaluate -> :func:`commit` -> :func:`summarize`; each step also runs without Prefect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from segloop.config import Config
+from segloop.pseudolabel import store
+from segloop.pseudolabel.label import ChunkStats
+from segloop.pseudolabel.plan import PseudoPlan
+from segloop.versioning import RoundInfo, Workspace, commit_round, record_round_metrics
+
+METRICS_FILE = "metrics.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def round_meta(cfg: Config, plan: PseudoPlan, counts: dict[str, Any],
+               training: dict[str, Any] | None) -> dict[str, Any]:
+    """``round.json``: what the round is, how it was made and from what."""
+    model_dir = plan.paths.staging / store.MODEL_DIR
+    checkpoints = {p.name: _sha256(p) for p in sorted(model_dir.glob("*.safetensors"))}
+    return {
+        "round": plan.round, "method": plan.method, "fingerprint": plan.fingerprint,
+        "created_at": datetime.now(UTC).isoformat(), "settings": plan.settings,
+        "tau": (training or {}).get("tau"), "tau_rule": (training or {}).get("tau_rule"),
+        "inputs": {"source": plan.paths.source if plan.method == "usam" else None,
+                   "manifest": plan.paths.manifest if plan.method == "usam" else None,
+                   "target": plan.paths.target},
+        "counts": counts, "checkpoints": checkpoints, "training": training,
+    }
+
+
+def counts(plan: PseudoPlan) -> dict[str, Any]:
+    """Images, masks and kept masks per label of the staged round."""
+    table = store.read_masks(plan.paths.staging)
+    rows = table.select(["label", "kept"]).to_pylist()
+    per_label: dict[str, int] = {label: 0 for label in plan.mapping.labels}
+    for row in rows:
+        if row["kept"]:
+            per_label[row["label"]] = per_label.get(row["label"], 0) + 1
+    return {"images": len(plan.image_ids), "masks": len(rows),
+            "kept": sum(per_label.values()), "kept_per_label": per_label}
+
+
+def commit(cfg: Config, ws: Workspace, plan: PseudoPlan, training: dict[str, Any] | None,
+           metrics: dict[str, Any] | None) -> RoundInfo:
+    """Write round ``plan.round`` from the staging folder, version it (dvc add, git commit,
+    tag ``pseudolabels/<method>/rNNN``, push) and record its metrics (git-tracked)."""
+    meta = round_meta(cfg, plan, counts(plan), training)
+    info = commit_round(
+        ws, plan.round, lambda folder: store.fill_round(folder, plan.paths.staging, meta,
+                                                        metrics),
+        message=f"pseudolabels: {plan.method} round {plan.round:03d} "
+                f"({len(plan.image_ids)} images)",
+        push=cfg.pseudolabel.version, kind=plan.kind)
+    record = {"round": plan.round, "method": plan.method, **meta["counts"],
+              **({"metrics": metrics} if metrics else {})}
+    record_round_metrics(ws, plan.round, record, kind=plan.kind)
+    shutil.rmtree(plan.paths.staging, ignore_errors=True)
+    return info
+
+
+def summarize(plan: PseudoPlan, stats: list[ChunkStats], info: RoundInfo | None,
+              metrics: dict[str, Any] | None, seconds: float) -> dict[str, Any]:
+    images = sum(s.images for s in stats)
+    return {
+        "method": plan.method, "round": plan.round,
+        "round_path": str(info.path) if info else None, "tag": info.tag if info else None,
+        "up_to_date": plan.existing is not None, "images": len(plan.image_ids),
+        "images_labelled": images, "masks_kept": sum(s.kept for s in stats),
+        "seconds": round(seconds, 3),
+        "images_per_second": round(images / seconds, 4) if seconds > 0 and images else 0.0,
+        "metrics": metrics, "chunks": [s.__dict__ for s in stats],
+    }
+
+
+def write_reports(summary: dict[str, Any], reports_dir: str | Path) -> Path:
+    """``reports/pseudolabel/summary.json`` and ``metrics.json`` (the DVC stage's metrics)."""
+    out = Path(reports_dir) / "pseudolabel"
+    store.write_json(out / "summary.json", summary)
+    metrics = summary.get("metrics") or {}
+    flat = {k: v for k, v in metrics.items() if not isinstance(v, dict | list)}
+    store.write_json(out / METRICS_FILE, {"method": summary["method"],
+                                          "round": summary["round"], **flat})
+    return out / "summary.json"
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    m = summary.get("metrics") or {}
+    lines = [f"# Pseudo-labels: {summary['method']} round {summary['round']:03d}", "",
+             f"- images: {summary['images']} ({summary['images_labelled']} labelled this run)",
+             f"- masks kept: {summary['masks_kept']}",
+             f"- version: {summary.get('tag') or 'not versioned'}"]
+    if m:
+        def pct(v: Any) -> str:
+            return "n/a" if v is None else f"{100 * v:.2f}"
+        lines += ["", "| metric | value |", "|---|---:|",
+                  f"| mIoU, method's classes, covered pixels | "
+                  f"{pct(m.get('miou_covered_method_classes'))} |",
+                  f"| mIoU, method's classes, all pixels | "
+                  f"{pct(m.get('miou_overall_method_classes'))} |",
+                  f"| coverage | {pct(m.get('coverage'))} |",
+                  f"| mask mAP50 | {pct(m.get('map50'))} |"]
+    return "\n".join(lines) + "\n"
+
+
+def per_class_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per evaluated class for a Prefect table artifact."""
+    return [{"class": name, "iou_covered": metrics["iou_covered"].get(name),
+             "iou_overall": metrics["iou_overall"].get(name),
+             "ap50": metrics.get("ap50", {}).get(name)}
+            for name in metrics.get("method_classes", [])]
+
+
+def dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, default=str)

@@ -1,0 +1,88 @@
+"""Scoring a staged round against ground truth, and the side-by-side figure.
+
+mIoU is reported over the classes the method can paint (its labels' classes plus the
+background class, if any): the target's other classes are not asked for, so they would
+only add zeros. Their ground-truth pixels still count: painting them is a false positive.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from segloop.config import Config
+from segloop.data.datasets import Dataset, Sample
+from segloop.embed.store import read_embeddings
+from segloop.pseudolabel import store
+from segloop.pseudolabel.evaluate import PseudoLabelEvaluator
+from segloop.pseudolabel.figures import side_by_side
+from segloop.pseudolabel.label import load_target
+from segloop.pseudolabel.labels import ABSTAIN
+from segloop.pseudolabel.plan import PseudoPlan
+
+
+def has_ground_truth(dataset: Dataset) -> bool:
+    return any(s.label_url is not None for s in dataset.samples())
+
+
+def evaluated_classes(plan: PseudoPlan) -> list[int]:
+    ids = {int(i) for i in plan.mapping.class_ids}
+    if plan.mapping.background is not None:
+        ids.add(plan.mapping.background)
+    return sorted(ids)
+
+
+def evaluate_round(cfg: Config, plan: PseudoPlan, dataset: Dataset,
+                   progress: bool = True) -> dict[str, Any] | None:
+    """Metrics of the staged labels over the target images that have ground truth (None if
+    none has), and the side-by-side figure of the first ``pseudolabel.side_by_side``."""
+    p = cfg.pseudolabel
+    spec = plan.mapping.spec
+    samples: dict[str, Sample] = {s.name: s for s in dataset.samples()}
+    staged = store.read_masks(plan.paths.staging)
+    kept = staged.filter(staged.column("kept")).to_pylist()
+    kept_by_image: dict[str, list[dict[str, Any]]] = {}
+    for row in kept:
+        kept_by_image.setdefault(row["image_id"], []).append(row)
+    names = [c.name for c in sorted(spec.classes, key=lambda c: c.id)]
+    bg = plan.mapping.background
+    evaluator = PseudoLabelEvaluator(names, spec.ignore_index, abstain=ABSTAIN,
+                                     map_iou=p.map_iou, min_object_area=p.min_object_area,
+                                     exclude_from_map=[bg] if bg is not None else [])
+    figure_rows = []
+    scored = 0
+    for image_id in tqdm(plan.image_ids, desc="evaluating", unit="img", disable=not progress,
+                         leave=False):
+        sample = samples.get(plan.names[image_id])
+        if sample is None or sample.label_url is None:
+            continue
+        loaded = load_target(dataset, samples, plan.names[image_id], image_id)
+        pred = store.read_label(plan.paths.staging, image_id)
+        rows = kept_by_image.get(image_id, [])
+        h, w = pred.shape
+        masks = np.zeros((0, h, w), bool)
+        if rows:
+            emb = read_embeddings(plan.paths.target, [image_id], tokens=False, masks=True)
+            masks = emb.masks(0)[[r["point_index"] for r in rows]]
+        evaluator.update(pred, loaded.label, masks,
+                         np.array([r["class_id"] for r in rows], np.int64),
+                         np.array([r["confidence"] for r in rows], np.float32))
+        scored += 1
+        if len(figure_rows) < p.side_by_side:
+            figure_rows.append((loaded.image, pred, loaded.label, plan.names[image_id]))
+    if not scored:
+        return None
+    result = evaluator.result().to_dict()
+    chosen = [names[i] for i in evaluated_classes(plan)]
+    for key in ("covered", "overall"):
+        values = [result[f"iou_{key}"].get(n) for n in chosen]
+        present = [v for v in values if v is not None]
+        result[f"miou_{key}_method_classes"] = float(np.mean(present)) if present else None
+    result["method_classes"] = chosen
+    if figure_rows:
+        colors = [c.color or (128, 128, 128) for c in sorted(spec.classes, key=lambda c: c.id)]
+        side_by_side(figure_rows, colors, str(plan.paths.staging / store.FIGURE_FILE),
+                     abstain=ABSTAIN, ignore_index=spec.ignore_index, class_names=names)
+    return result
