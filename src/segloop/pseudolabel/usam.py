@@ -228,8 +228,8 @@ def predict(head: MaskHead, tokens: np.ndarray | Tensor, device: torch.device | 
     forward pass. ``device`` None = the head's own device (else a copy is moved there).
     The head's train/eval mode is restored afterwards.
     """
-    x = torch.as_tensor(tokens)
-    if x.dim() not in (2, 3) or x.shape[-1] != head.in_dim:
+    x = tokens if isinstance(tokens, Tensor) else np.asarray(tokens)
+    if x.ndim not in (2, 3) or x.shape[-1] != head.in_dim:
         raise ValueError(f"tokens must be (n, d, {head.in_dim}) or (m, {head.in_dim}), "
                          f"got {tuple(x.shape)}")
     if batch_size < 1:
@@ -241,7 +241,10 @@ def predict(head: MaskHead, tokens: np.ndarray | Tensor, device: torch.device | 
     out = np.empty((*x.shape[:-1], head.num_classes), np.float32)
     try:
         for s in range(0, x.shape[0], batch_size):
-            chunk = x[s : s + batch_size].to(device, torch.float32)
+            part = x[s : s + batch_size]
+            # numpy chunks are copied to float32 (read-only arrays, e.g. from Arrow, are fine)
+            chunk = (part if isinstance(part, Tensor)
+                     else torch.from_numpy(np.array(part, np.float32))).to(device, torch.float32)
             out[s : s + batch_size] = torch.softmax(net(chunk), dim=-1).cpu().numpy()
     finally:
         net.train(was_training)
