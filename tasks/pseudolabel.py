@@ -7,23 +7,13 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from segloop import context
 from segloop.config import Config
 from segloop.pseudolabel import heads, label, plan, run, score
 from segloop.versioning import RoundInfo, Workspace
+from tasks._common import locate_data, open_workspace  # noqa: F401  (re-exported)
 from tasks._retry import transient
 
 # Every step reads or writes the staging folder or the workspace: never cached.
-
-
-@task(name="locate-data", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def locate_data(cfg: Config) -> str:
-    return context.resolve_data_root(cfg)
-
-
-@task(name="open-workspace", cache_policy=NO_CACHE)
-def open_workspace(cfg: Config) -> Workspace:
-    return context.open_workspace(cfg)
 
 
 @task(name="plan-round", cache_policy=NO_CACHE)

@@ -7,21 +7,12 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from segloop import context, smoke
+from segloop import smoke
 from segloop.config import Config
 from segloop.versioning import RoundInfo, Workspace
+from tasks._common import locate_data, open_workspace  # noqa: F401  (re-exported)
 
 # Every step writes to disk or to the workspace repo: never serve them from a cache.
-
-
-@task(name="locate-data", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def locate_data(cfg: Config) -> str:
-    return context.resolve_data_root(cfg)
-
-
-@task(name="open-workspace", cache_policy=NO_CACHE)
-def open_workspace(cfg: Config) -> Workspace:
-    return context.open_workspace(cfg)
 
 
 @task(name="build-dataset", cache_policy=NO_CACHE)

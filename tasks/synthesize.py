@@ -5,18 +5,13 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from segloop import context
 from segloop.config import Config
 from segloop.synth import run
 from segloop.versioning import Workspace
+from tasks._common import locate_data, open_workspace  # noqa: F401  (re-exported)
 from tasks._retry import transient
 
 # Every step reads or writes the dataset folder: never serve them from a cache.
-
-
-@task(name="open-workspace", cache_policy=NO_CACHE)
-def open_workspace(cfg: Config) -> Workspace:
-    return context.open_workspace(cfg)
 
 
 @task(name="plan-chunks", cache_policy=NO_CACHE)

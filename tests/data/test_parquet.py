@@ -351,3 +351,26 @@ def test_writer_argument_checks(tmp_path: Path) -> None:
     writer.close()  # idempotent
     with pytest.raises(StoreError, match="closed"):
         writer.write_rows(manifest_rows(1))
+
+
+def test_float_lists_are_plain_encoded_everything_else_dictionary(tmp_path: Path) -> None:
+    import numpy as np
+
+    from segloop.data.schemas import MASK_EMBEDDINGS, MASK_TOKEN_DIM
+
+    rng = np.random.default_rng(0)
+    rows = [{"image_id": "a", "name": "a", "height": 2, "width": 2, "point_index": i,
+             "point_x": 0.0, "point_y": 0.0,
+             "embedding": rng.normal(size=MASK_TOKEN_DIM).astype(np.float16).tolist(),
+             "mask_rle": "4", "mask_index": 0, "predicted_iou": 1.0, "stability_score": 1.0,
+             "bbox_xyxy": [0, 0, 1, 1], "area": 4} for i in range(3)]
+    path = tmp_path / "m.parquet"
+    write_table(str(path), MASK_EMBEDDINGS, rows)
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    encodings = {group.column(i).path_in_schema: group.column(i).encodings
+                 for i in range(group.num_columns)}
+    assert "RLE_DICTIONARY" not in encodings["embedding.list.element"]
+    assert "RLE_DICTIONARY" in encodings["image_id"]
+    assert "RLE_DICTIONARY" in encodings["bbox_xyxy.list.element"]
+    back = read_table(str(path), MASK_EMBEDDINGS, columns=["embedding"])
+    assert back.column("embedding").to_pylist()[1] == rows[1]["embedding"]

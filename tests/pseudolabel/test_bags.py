@@ -105,3 +105,35 @@ def test_missing_inputs_say_what_to_run(tmp_path: Path) -> None:
     write_manifest(tmp_path / "m.parquet", {"a1": ["a"], "b1": ["b"]}, ["a", "b"])
     with pytest.raises(DataError, match="run the embed flow"):
         training_set(str(tmp_path / "emb"), str(tmp_path / "m.parquet"))
+
+
+def test_prefetching_reader_gives_the_same_batches_and_raises_its_errors(
+    dataset, tmp_path: Path
+) -> None:
+    out, manifest, _ = dataset
+    ts = training_set(out, str(manifest))
+    plain = list(stream_bags(ts, 3, seed=2, batch_size=3, shuffle_buffer=4, prefetch=0))
+    ahead = list(stream_bags(ts, 3, seed=2, batch_size=3, shuffle_buffer=4, prefetch=1))
+    assert len(plain) == len(ahead) == 4
+    for (a, ta), (b, tb) in zip(plain, ahead, strict=True):
+        assert torch.equal(a, b) and torch.equal(ta, tb)
+    # stopping early leaves no reader thread behind
+    import threading
+
+    first = next(iter(stream_bags(ts, 0, seed=0, batch_size=2, shuffle_buffer=2)))
+    assert first[0].shape[0] == 2
+    import gc
+
+    gc.collect()
+    assert not any(t.name == "segloop-bag-reader" and t.is_alive()
+                   for t in threading.enumerate())
+    # an error in the reader thread surfaces in the consumer
+    bad = str(tmp_path / "bad")
+    images = _images(2)
+    images["odd"] = _images(1, d=D + 1, seed=3)["img000"]
+    write_embeddings(bad, images, shard_size=5)
+    write_manifest(tmp_path / "m2.parquet", {"img000": ["a"], "img001": ["b"], "odd": ["a"]},
+                   ["a", "b"])
+    with pytest.raises(DataError, match="points_per_side"):
+        list(stream_bags(training_set(bad, str(tmp_path / "m2.parquet")), 0, seed=0,
+                         batch_size=2, shuffle_buffer=1, prefetch=2))

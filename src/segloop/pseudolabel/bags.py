@@ -6,16 +6,19 @@ was generated for; an image listed under several labels gets a multi-hot target)
 reading any embedding. :func:`stream_bags` then reads the files one record batch at a time,
 gathers each image's d rows into a bag, passes bags through a shuffle buffer and yields
 mini-batches. Peak memory is the shuffle buffer (``shuffle_buffer`` x d x 1024 x 2 bytes:
-about 200 MB for 1024 images at d = 100 in float16) plus one record batch of the file
-being read; no epoch ever holds the whole training set.
+about 200 MB for 1024 images at d = 100 in float16) plus the row group of the file being
+read (``embed.row_group_mb``, 64 MB by default); no epoch holds the whole training set.
 """
 
 from __future__ import annotations
 
 import posixpath
+import queue
 import random
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -153,13 +156,70 @@ def _bags_of_file(url: str, wanted: dict[str, np.ndarray]) -> Iterator[tuple[str
 
 
 def stream_bags(ts: TrainingSet, epoch: int, *, seed: int, batch_size: int,
-                shuffle_buffer: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                shuffle_buffer: int, prefetch: int = 2
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of mini-batches: ((B, d, 1024) float16/32 tensor, (B, C) float32 targets).
 
     Files are visited in an order shuffled per (seed, epoch); bags pass through a buffer of
     ``shuffle_buffer`` images from which they leave in random order. Every image with a
     target appears exactly once per epoch. Images with differing point counts raise.
+    With ``prefetch`` > 0 a background thread reads ahead (up to that many mini-batches),
+    so Parquet reading overlaps training; the batches and their order are the same.
     """
+    batches = _stream(ts, epoch, seed, batch_size, shuffle_buffer)
+    return _prefetched(batches, prefetch) if prefetch > 0 else batches
+
+
+_DONE = object()
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _prefetched(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """``items`` produced by a daemon thread, at most ``depth`` ahead; its errors re-raise
+    here. Stopping early (or an error here) stops the thread."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        except BaseException as err:  # noqa: BLE001  (handed to the consumer)
+            put(_Failed(err))
+            return
+        put(_DONE)
+
+    thread = threading.Thread(target=produce, name="segloop-bag-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _stream(ts: TrainingSet, epoch: int, seed: int, batch_size: int,
+            shuffle_buffer: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     rng = random.Random(f"{seed}:{epoch}")
     files = list(ts.files)
     rng.shuffle(files)

@@ -94,10 +94,9 @@ def write_reports(summary: dict[str, Any], reports_dir: str | Path) -> Path:
     """``reports/pseudolabel/summary.json`` and ``metrics.json`` (the DVC stage's metrics)."""
     out = Path(reports_dir) / "pseudolabel"
     store.write_json(out / "summary.json", summary)
-    metrics = summary.get("metrics") or {}
-    flat = {k: v for k, v in metrics.items() if not isinstance(v, dict | list)}
     store.write_json(out / METRICS_FILE, {"method": summary["method"],
-                                          "round": summary["round"], **flat})
+                                          "round": summary["round"],
+                                          **(summary.get("metrics") or {})})
     return out / "summary.json"
 
 

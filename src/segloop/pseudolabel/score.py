@@ -23,10 +23,6 @@ from segloop.pseudolabel.labels import ABSTAIN
 from segloop.pseudolabel.plan import PseudoPlan
 
 
-def has_ground_truth(dataset: Dataset) -> bool:
-    return any(s.label_url is not None for s in dataset.samples())
-
-
 def evaluated_classes(plan: PseudoPlan) -> list[int]:
     ids = {int(i) for i in plan.mapping.class_ids}
     if plan.mapping.background is not None:
@@ -37,7 +33,8 @@ def evaluated_classes(plan: PseudoPlan) -> list[int]:
 def evaluate_round(cfg: Config, plan: PseudoPlan, dataset: Dataset,
                    progress: bool = True) -> dict[str, Any] | None:
     """Metrics of the staged labels over the target images that have ground truth (None if
-    none has), and the side-by-side figure of the first ``pseudolabel.side_by_side``."""
+    none has), and the side-by-side figure of the first ``pseudolabel.side_by_side``
+    images (without a ground-truth panel for images that have none)."""
     p = cfg.pseudolabel
     spec = plan.mapping.spec
     samples: dict[str, Sample] = {s.name: s for s in dataset.samples()}
@@ -56,10 +53,15 @@ def evaluate_round(cfg: Config, plan: PseudoPlan, dataset: Dataset,
     for image_id in tqdm(plan.image_ids, desc="evaluating", unit="img", disable=not progress,
                          leave=False):
         sample = samples.get(plan.names[image_id])
-        if sample is None or sample.label_url is None:
+        want_figure = len(figure_rows) < p.side_by_side
+        if sample is None or (sample.label_url is None and not want_figure):
             continue
         loaded = load_target(dataset, samples, plan.names[image_id], image_id)
         pred = store.read_label(plan.paths.staging, image_id)
+        if want_figure:
+            figure_rows.append((loaded.image, pred, loaded.label, plan.names[image_id]))
+        if loaded.label is None:
+            continue
         rows = kept_by_image.get(image_id, [])
         h, w = pred.shape
         masks = np.zeros((0, h, w), bool)
@@ -70,8 +72,7 @@ def evaluate_round(cfg: Config, plan: PseudoPlan, dataset: Dataset,
                          np.array([r["class_id"] for r in rows], np.int64),
                          np.array([r["confidence"] for r in rows], np.float32))
         scored += 1
-        if len(figure_rows) < p.side_by_side:
-            figure_rows.append((loaded.image, pred, loaded.label, plan.names[image_id]))
+    _figure(plan, figure_rows)
     if not scored:
         return None
     result = evaluator.result().to_dict()
@@ -81,8 +82,14 @@ def evaluate_round(cfg: Config, plan: PseudoPlan, dataset: Dataset,
         present = [v for v in values if v is not None]
         result[f"miou_{key}_method_classes"] = float(np.mean(present)) if present else None
     result["method_classes"] = chosen
-    if figure_rows:
-        colors = [c.color or (128, 128, 128) for c in sorted(spec.classes, key=lambda c: c.id)]
-        side_by_side(figure_rows, colors, str(plan.paths.staging / store.FIGURE_FILE),
-                     abstain=ABSTAIN, ignore_index=spec.ignore_index, class_names=names)
     return result
+
+
+def _figure(plan: PseudoPlan, rows: list[tuple[Any, ...]]) -> None:
+    if not rows:
+        return
+    classes = sorted(plan.mapping.spec.classes, key=lambda c: c.id)
+    side_by_side(rows, [c.color or (128, 128, 128) for c in classes],
+                 str(plan.paths.staging / store.FIGURE_FILE), abstain=ABSTAIN,
+                 ignore_index=plan.mapping.spec.ignore_index,
+                 class_names=[c.name for c in classes])
