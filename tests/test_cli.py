@@ -73,6 +73,21 @@ def test_rounds_list_and_checkout(capsys: pytest.CaptureFixture, tmp_path: Path)
     assert main(["rounds", "checkout", "7", "-p", str(pipe)]) == 2
     assert "round 7 does not exist" in capsys.readouterr().err
 
+    # pseudo-label rounds are their own family: --seeds METHOD
+    assert main(["rounds", "list", "--seeds", "usam", "-p", str(pipe)]) == 0
+    assert "no usam pseudo-label rounds yet" in capsys.readouterr().out
+    from segloop.versioning import seed_rounds
+
+    kind = seed_rounds("data/pseudolabels/usam", "usam")
+    commit_round(ws, 0, lambda d: (d / "b.txt").write_text("seeds\n"), kind=kind)
+    record_round_metrics(ws, 0, {"images": 5, "metrics": {"map50": 0.25}}, kind=kind)
+    assert main(["rounds", "list", "--seeds", "usam", "-p", str(pipe)]) == 0
+    out = capsys.readouterr().out
+    assert "pseudolabels/usam/r000" in out and "images=5" in out and "map50=0.25" in out
+    (ws.root / "data/pseudolabels/usam/round_000/b.txt").write_text("tampered\n")
+    assert main(["rounds", "checkout", "0", "--seeds", "usam", "-p", str(pipe)]) == 0
+    assert (ws.root / "data/pseudolabels/usam/round_000/b.txt").read_text() == "seeds\n"
+
 
 def test_default_config_is_params_yaml_when_present(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture

@@ -10,6 +10,7 @@
     segloop labels import FILE          validate finished labels and commit the pending round
     segloop rounds list [--pipeline P]  label rounds with tag, date, size, metrics
     segloop rounds checkout N [...]     restore round N's files exactly
+                                        (--seeds usam|sam_clip: pseudo-label rounds)
     segloop data locate [--pipeline P]  find (or download once) the configured dataset
 """
 
@@ -136,33 +137,52 @@ def _cmd_rounds(args: argparse.Namespace) -> int:
     from segloop.context import open_workspace
     from segloop.versioning import checkout_round, list_rounds
 
-    ws = open_workspace(_load(args.pipeline))
+    cfg = _load(args.pipeline)
+    ws = open_workspace(cfg)
+    kind = _round_kind(cfg, ws.root, args.seeds)
     if args.action == "checkout":
-        path = checkout_round(ws, args.number)
+        path = checkout_round(ws, args.number, kind)
         print(f"round {args.number:03d} restored at {path}")
         return 0
-    rounds = list_rounds(ws)
+    rounds = list_rounds(ws, kind)
     if args.json:
         print(json.dumps([{**r.__dict__, "path": str(r.path)} for r in rounds], indent=2))
         return 0
     if not rounds:
-        print(f"no label rounds yet in workspace {ws.root}")
+        print(f"no {kind.what}s yet in workspace {ws.root}")
         return 0
-    print(f"{'round':>5}  {'tag':<12} {'date':<25} {'files':>6} {'size':>10}  metrics")
+    width = max(12, *(len(r.tag) for r in rounds))
+    print(f"{'round':>5}  {'tag':<{width}} {'date':<25} {'files':>6} {'size':>10}  metrics")
     for r in rounds:
         metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                             for k, v in _headline(r.metrics or {}).items()) or "-"
-        print(f"{r.number:>5}  {r.tag:<12} {r.date:<25} {r.n_files:>6} "
+        print(f"{r.number:>5}  {r.tag:<{width}} {r.date:<25} {r.n_files:>6} "
               f"{_human(r.size_bytes):>10}  {metrics}")
     return 0
 
 
-HEADLINE = ("miou", "pixel_fraction", "image_fraction", "labelled_images", "clicks")
+def _round_kind(cfg: Config, root: Path, method: str | None):  # type: ignore[no-untyped-def]
+    """Label rounds, or with ``--seeds METHOD`` that method's pseudo-label rounds."""
+    from segloop.versioning import LABELS, seed_rounds
+
+    if method is None:
+        return LABELS
+    from segloop.pseudolabel.plan import resolve_paths
+
+    seeds_cfg = cfg.model_copy(update={"pseudolabel": cfg.pseudolabel.model_copy(
+        update={"method": method})})
+    return seed_rounds(resolve_paths(seeds_cfg, root).output_rel, method)
+
+
+HEADLINE = ("miou", "pixel_fraction", "image_fraction", "labelled_images", "clicks",
+            "images", "kept", "miou_covered_method_classes", "miou_overall_method_classes",
+            "coverage", "map50")
 
 
 def _headline(metrics: dict) -> dict:  # type: ignore[type-arg]
     """The few numbers a table row can hold (all of them with --json)."""
-    shown = {k: metrics[k] for k in HEADLINE if k in metrics}
+    flat = {**metrics, **(metrics.get("metrics") or {})}
+    shown = {k: flat[k] for k in HEADLINE if k in flat}
     return shown or {k: v for k, v in metrics.items() if not isinstance(v, dict | list)}
 
 
@@ -198,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", "-p", help=pipeline_help)
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("rounds", help="list or restore label rounds")
+    p = sub.add_parser("rounds", help="list or restore label rounds (or pseudo-label rounds)")
     rs = p.add_subparsers(dest="action", required=True)
     lp = rs.add_parser("list", help="rounds with tag, date, size and metrics")
     lp.add_argument("--json", action="store_true", help="machine-readable output")
@@ -206,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("number", type=int)
     for q in (lp, cp):
         q.add_argument("--pipeline", "-p", help=pipeline_help)
+        q.add_argument("--seeds", choices=("usam", "sam_clip"), metavar="METHOD",
+                       help="the pseudolabel flow's rounds of METHOD (usam, sam_clip) "
+                       "instead of label rounds")
     p.set_defaults(func=_cmd_rounds)
 
     p = sub.add_parser("labels", help="export labelling tasks / import finished labels")
