@@ -53,6 +53,11 @@ def test_usam_chain_makes_a_versioned_seed_round_the_loop_can_train_on(
     assert steps["synthesize"]["images"] == 6
     assert steps["embed_synthetic"]["images_embedded"] == 6
     assert steps["embed_target"]["images_embedded"] == 10
+    synthetic_report = json.loads(
+        (tmp_path / "reports/synthetic/embed/summary.json").read_text())
+    assert synthetic_report["images_embedded"] == 6
+    assert json.loads((tmp_path / "reports/embed/summary.json").read_text())[
+        "images_embedded"] == 10
     summary = steps["pseudolabel"]
     assert summary["images"] == summary["images_labelled"] == 10
     folder = ws / "data/pseudolabels/usam/round_000"
