@@ -87,14 +87,18 @@ def test_restricting_labels_drops_other_images(dataset) -> None:
         training_set(out, str(manifest), ["cat", "bird"])
 
 
-def test_differing_point_counts_are_refused(tmp_path: Path) -> None:
-    out = str(tmp_path / "emb")
+def _with_odd_bag(folder: Path):  # type: ignore[no-untyped-def]
+    """A training set whose third image has d + 1 masks."""
     images = _images(2)
     images["odd"] = _images(1, d=D + 1, seed=3)["img000"]
-    write_embeddings(out, images, shard_size=5)
-    write_manifest(tmp_path / "m.parquet", {"img000": ["a"], "img001": ["b"], "odd": ["a"]},
+    write_embeddings(str(folder / "emb"), images, shard_size=5)
+    write_manifest(folder / "m.parquet", {"img000": ["a"], "img001": ["b"], "odd": ["a"]},
                    ["a", "b"])
-    ts = training_set(out, str(tmp_path / "m.parquet"))
+    return training_set(str(folder / "emb"), str(folder / "m.parquet"))
+
+
+def test_differing_point_counts_are_refused(tmp_path: Path) -> None:
+    ts = _with_odd_bag(tmp_path)
     with pytest.raises(DataError, match="points_per_side"):
         list(stream_bags(ts, 0, seed=0, batch_size=2, shuffle_buffer=1))
 
@@ -128,12 +132,8 @@ def test_prefetching_reader_gives_the_same_batches_and_raises_its_errors(
     assert not any(t.name == "segloop-bag-reader" and t.is_alive()
                    for t in threading.enumerate())
     # an error in the reader thread surfaces in the consumer
-    bad = str(tmp_path / "bad")
-    images = _images(2)
-    images["odd"] = _images(1, d=D + 1, seed=3)["img000"]
-    write_embeddings(bad, images, shard_size=5)
-    write_manifest(tmp_path / "m2.parquet", {"img000": ["a"], "img001": ["b"], "odd": ["a"]},
-                   ["a", "b"])
+    bad = tmp_path / "bad"
+    bad.mkdir()
     with pytest.raises(DataError, match="points_per_side"):
-        list(stream_bags(training_set(bad, str(tmp_path / "m2.parquet")), 0, seed=0,
-                         batch_size=2, shuffle_buffer=1, prefetch=2))
+        list(stream_bags(_with_odd_bag(bad), 0, seed=0, batch_size=2, shuffle_buffer=1,
+                         prefetch=2))

@@ -73,14 +73,10 @@ def manifest_labels(manifest: str) -> tuple[tuple[str, ...], dict[str, set[str]]
     return labels, by_image
 
 
-def training_set(source: str, manifest: str, labels: Sequence[str] = ()) -> TrainingSet:
-    """Join the embed output ``source`` with the synthetic ``manifest``.
-
-    ``labels`` restricts (and orders) the head's classes; empty = every manifest label.
-    Images with embeddings but no manifest row (or only other labels) are not used.
-    """
-    all_labels, by_image = manifest_labels(manifest)
-    chosen = tuple(labels) or all_labels
+def choose_labels(all_labels: Sequence[str], wanted: Sequence[str], manifest: str
+                  ) -> tuple[str, ...]:
+    """``wanted`` (or, if empty, every label of the manifest), checked: known, at least 2."""
+    chosen = tuple(wanted) or tuple(all_labels)
     unknown = [name for name in chosen if name not in all_labels]
     if unknown:
         raise ConfigError(f"pseudolabel.classes: {unknown} are not labels of the synthetic "
@@ -88,6 +84,17 @@ def training_set(source: str, manifest: str, labels: Sequence[str] = ()) -> Trai
     if len(chosen) < 2:
         raise ConfigError(f"U-SAM needs at least 2 labels to tell apart; {manifest} gives "
                           f"{list(chosen)}: synthesize more classes")
+    return chosen
+
+
+def training_set(source: str, manifest: str, labels: Sequence[str] = ()) -> TrainingSet:
+    """Join the embed output ``source`` with the synthetic ``manifest``.
+
+    ``labels`` restricts (and orders) the head's classes; empty = every manifest label.
+    Images with embeddings but no manifest row (or only other labels) are not used.
+    """
+    all_labels, by_image = manifest_labels(manifest)
+    chosen = choose_labels(all_labels, labels, manifest)
     index = {name: i for i, name in enumerate(chosen)}
     files = mask_files(source)
     embedded = set(_embedded_ids(files))

@@ -52,15 +52,16 @@ class USamScorer:
 
     def __init__(self, head: Any) -> None:
         self.head = head
-        self._cache: tuple[int, np.ndarray] | None = None
+        self._emb: Embeddings | None = None
+        self._probs = np.zeros((0, 0, 0), np.float32)
 
     def __call__(self, emb: Embeddings, i: int, masks: np.ndarray) -> np.ndarray:
         from segloop.pseudolabel.usam import predict
 
-        if self._cache is None or self._cache[0] != id(emb):
+        if emb is not self._emb:  # a new chunk: one forward pass for all its images
             assert emb.tokens is not None
-            self._cache = (id(emb), predict(self.head, emb.tokens))
-        return self._cache[1][i]
+            self._emb, self._probs = emb, predict(self.head, emb.tokens)
+        return self._probs[i]
 
 
 class SamClipScorer:

@@ -23,7 +23,7 @@ from segloop.data.parquet import read_table
 from segloop.embed.store import stored_schema
 from segloop.errors import ConfigError
 from segloop.pseudolabel import store
-from segloop.pseudolabel.bags import manifest_labels, mask_files
+from segloop.pseudolabel.bags import choose_labels, manifest_labels, mask_files
 from segloop.pseudolabel.labels import LabelMapping, map_labels, sam_clip_labels
 from segloop.versioning import RoundInfo, RoundKind, Workspace, list_rounds, seed_rounds
 
@@ -95,12 +95,7 @@ def method_labels(cfg: Config, paths: PseudoPaths) -> tuple[str, ...]:
     if cfg.pseudolabel.method == "sam_clip":
         return sam_clip_labels(cfg)
     labels, _ = manifest_labels(paths.manifest)
-    chosen = cfg.pseudolabel.classes or labels
-    unknown = [c for c in chosen if c not in labels]
-    if unknown:
-        raise ConfigError(f"pseudolabel.classes: {unknown} are not labels of the synthetic "
-                          f"dataset {paths.manifest} (it has {list(labels)})")
-    return tuple(chosen)
+    return choose_labels(labels, cfg.pseudolabel.classes, paths.manifest)
 
 
 def target_images(target: str, limit: int | None) -> tuple[list[str], dict[str, str]]:

@@ -7,19 +7,18 @@ evaluate -> :func:`commit` -> :func:`summarize`; each step also runs without Pre
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from segloop.config import Config
 from segloop.pseudolabel import store
 from segloop.pseudolabel.label import ChunkStats
 from segloop.pseudolabel.plan import PseudoPlan
 from segloop.versioning import RoundInfo, Workspace, commit_round, record_round_metrics
-
-METRICS_FILE = "metrics.json"
 
 
 def _sha256(path: Path) -> str:
@@ -30,7 +29,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def round_meta(cfg: Config, plan: PseudoPlan, counts: dict[str, Any],
+def round_meta(plan: PseudoPlan, counts: dict[str, Any],
                training: dict[str, Any] | None) -> dict[str, Any]:
     """``round.json``: what the round is, how it was made and from what."""
     model_dir = plan.paths.staging / store.MODEL_DIR
@@ -46,9 +45,8 @@ def round_meta(cfg: Config, plan: PseudoPlan, counts: dict[str, Any],
     }
 
 
-def counts(plan: PseudoPlan) -> dict[str, Any]:
-    """Images, masks and kept masks per label of the staged round."""
-    table = store.read_masks(plan.paths.staging)
+def counts(plan: PseudoPlan, table: pa.Table) -> dict[str, Any]:
+    """Images, masks and kept masks per label of the round's ``pseudolabel_masks`` rows."""
     rows = table.select(["label", "kept"]).to_pylist()
     per_label: dict[str, int] = {label: 0 for label in plan.mapping.labels}
     for row in rows:
@@ -62,10 +60,11 @@ def commit(cfg: Config, ws: Workspace, plan: PseudoPlan, training: dict[str, Any
            metrics: dict[str, Any] | None) -> RoundInfo:
     """Write round ``plan.round`` from the staging folder, version it (dvc add, git commit,
     tag ``pseudolabels/<method>/rNNN``, push) and record its metrics (git-tracked)."""
-    meta = round_meta(cfg, plan, counts(plan), training)
+    masks = store.read_masks(plan.paths.staging)
+    meta = round_meta(plan, counts(plan, masks), training)
     info = commit_round(
-        ws, plan.round, lambda folder: store.fill_round(folder, plan.paths.staging, meta,
-                                                        metrics),
+        ws, plan.round, lambda folder: store.fill_round(folder, plan.paths.staging, masks,
+                                                        meta, metrics),
         message=f"pseudolabels: {plan.method} round {plan.round:03d} "
                 f"({len(plan.image_ids)} images)",
         push=cfg.pseudolabel.version, kind=plan.kind)
@@ -94,9 +93,9 @@ def write_reports(summary: dict[str, Any], reports_dir: str | Path) -> Path:
     """``reports/pseudolabel/summary.json`` and ``metrics.json`` (the DVC stage's metrics)."""
     out = Path(reports_dir) / "pseudolabel"
     store.write_json(out / "summary.json", summary)
-    store.write_json(out / METRICS_FILE, {"method": summary["method"],
-                                          "round": summary["round"],
-                                          **(summary.get("metrics") or {})})
+    store.write_json(out / store.METRICS_FILE, {"method": summary["method"],
+                                                "round": summary["round"],
+                                                **(summary.get("metrics") or {})})
     return out / "summary.json"
 
 
@@ -125,7 +124,3 @@ def per_class_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
              "iou_overall": metrics["iou_overall"].get(name),
              "ap50": metrics.get("ap50", {}).get(name)}
             for name in metrics.get("method_classes", [])]
-
-
-def dumps(data: dict[str, Any]) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, default=str)

@@ -13,6 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from segloop.config import Config
+from segloop.data import rle
 from segloop.data.datasets import Dataset, Sample
 from segloop.embed.store import read_embeddings
 from segloop.pseudolabel import store
@@ -50,28 +51,29 @@ def evaluate_round(cfg: Config, plan: PseudoPlan, dataset: Dataset,
                                      exclude_from_map=[bg] if bg is not None else [])
     figure_rows = []
     scored = 0
-    for image_id in tqdm(plan.image_ids, desc="evaluating", unit="img", disable=not progress,
-                         leave=False):
-        sample = samples.get(plan.names[image_id])
-        want_figure = len(figure_rows) < p.side_by_side
-        if sample is None or (sample.label_url is None and not want_figure):
-            continue
-        loaded = load_target(dataset, samples, plan.names[image_id], image_id)
-        pred = store.read_label(plan.paths.staging, image_id)
-        if want_figure:
-            figure_rows.append((loaded.image, pred, loaded.label, plan.names[image_id]))
-        if loaded.label is None:
-            continue
-        rows = kept_by_image.get(image_id, [])
-        h, w = pred.shape
-        masks = np.zeros((0, h, w), bool)
-        if rows:
-            emb = read_embeddings(plan.paths.target, [image_id], tokens=False, masks=True)
-            masks = emb.masks(0)[[r["point_index"] for r in rows]]
-        evaluator.update(pred, loaded.label, masks,
-                         np.array([r["class_id"] for r in rows], np.int64),
-                         np.array([r["confidence"] for r in rows], np.float32))
-        scored += 1
+    bar = tqdm(total=len(plan.image_ids), desc="evaluating", unit="img", disable=not progress,
+               leave=False)
+    for chunk in plan.chunks:
+        kept_rles = _kept_rles(plan, chunk, kept_by_image)
+        for image_id in chunk:
+            bar.update()
+            sample = samples.get(plan.names[image_id])
+            want_figure = len(figure_rows) < p.side_by_side
+            if sample is None or (sample.label_url is None and not want_figure):
+                continue
+            loaded = load_target(dataset, samples, plan.names[image_id], image_id)
+            pred = store.read_label(plan.paths.staging, image_id)
+            if want_figure:
+                figure_rows.append((loaded.image, pred, loaded.label, plan.names[image_id]))
+            if loaded.label is None:
+                continue
+            rows = kept_by_image.get(image_id, [])
+            masks = rle.decode_many(kept_rles.get(image_id, []), pred.shape)
+            evaluator.update(pred, loaded.label, masks,
+                             np.array([r["class_id"] for r in rows], np.int64),
+                             np.array([r["confidence"] for r in rows], np.float32))
+            scored += 1
+    bar.close()
     _figure(plan, figure_rows)
     if not scored:
         return None
@@ -83,6 +85,19 @@ def evaluate_round(cfg: Config, plan: PseudoPlan, dataset: Dataset,
         result[f"miou_{key}_method_classes"] = float(np.mean(present)) if present else None
     result["method_classes"] = chosen
     return result
+
+
+def _kept_rles(plan: PseudoPlan, chunk: list[str],
+               kept_by_image: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """The RLEs of each image's kept masks (in ``kept_by_image`` order), read for the
+    whole chunk at once (only the images that kept any mask)."""
+    ids = [i for i in chunk if kept_by_image.get(i)]
+    if not ids:
+        return {}
+    emb = read_embeddings(plan.paths.target, ids, tokens=False, masks=True)
+    assert emb.rles is not None
+    return {image_id: [emb.rles[n][r["point_index"]] for r in kept_by_image[image_id]]
+            for n, image_id in enumerate(ids)}
 
 
 def _figure(plan: PseudoPlan, rows: list[tuple[Any, ...]]) -> None:

@@ -19,9 +19,7 @@ class mapping, inputs, counts; ``"pseudo": true``), and when evaluated ``metrics
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from segloop.data import json_io
 from segloop.data.images import write_label_png
 from segloop.data.parquet import read_table, write_table
 from segloop.data.schemas import PSEUDOLABEL_MASKS, get_schema
@@ -45,19 +44,8 @@ FIGURE_FILE = "side_by_side.png"
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (temporary name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_plain) + "\n")
-    os.replace(tmp, path)
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+    """Write JSON atomically (sorted keys; numpy values allowed)."""
+    json_io.write_json(path, data, sort_keys=True)
 
 
 def open_staging(staging: Path, fingerprint: str, settings: dict[str, Any]) -> bool:
@@ -124,14 +112,14 @@ def read_label(folder: Path, image_id: str) -> np.ndarray:
     return np.asarray(Image.open(path))
 
 
-def fill_round(folder: Path, staging: Path, meta: dict[str, Any],
+def fill_round(folder: Path, staging: Path, masks: pa.Table, meta: dict[str, Any],
                metrics: dict[str, Any] | None) -> None:
-    """Fill a (temporary) round folder from ``staging`` plus metadata and metrics."""
+    """Fill a (temporary) round folder from ``staging``, its ``masks`` rows (as read by
+    :func:`read_masks`), metadata and metrics."""
     shutil.copytree(staging / LABELS_DIR, folder / LABELS_DIR)
     if (staging / MODEL_DIR).is_dir():
         shutil.copytree(staging / MODEL_DIR, folder / MODEL_DIR)
-    table = read_masks(staging).sort_by([("image_id", "ascending"),
-                                         ("point_index", "ascending")])
+    table = masks.sort_by([("image_id", "ascending"), ("point_index", "ascending")])
     write_table(str(folder / MASKS_FILE), PSEUDOLABEL_MASKS, table)
     if (staging / FIGURE_FILE).is_file():
         shutil.copyfile(staging / FIGURE_FILE, folder / FIGURE_FILE)

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from segloop.data.json_io import write_json
 
 
 def write_summary(summary: dict[str, Any], reports_dir: str | Path) -> Path:
     """Write ``<reports>/synthesize/summary.json`` (the DVC stage's metrics) atomically."""
-    out = Path(reports_dir) / "synthesize" / "summary.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    tmp.replace(out)
-    return out
+    return write_json(Path(reports_dir) / "synthesize" / "summary.json", summary)
 
 
 def markdown(summary: dict[str, Any], sheet: Path | None, commit: str | None) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from segloop.data.json_io import json_default
 from segloop.errors import VersioningError
 from segloop.versioning._run import dvc, dvc_ok, git, git_try, require_repo
 from segloop.versioning.workspace import (
@@ -144,7 +145,7 @@ def record_round_metrics(ws: Workspace, number: int, metrics: dict[str, Any],
     if it changed."""
     _check_number(number)
     try:
-        text = json.dumps(metrics, indent=2, sort_keys=True, default=_json_default) + "\n"
+        text = json.dumps(metrics, indent=2, sort_keys=True, default=json_default) + "\n"
     except (TypeError, ValueError) as exc:
         raise VersioningError(
             f"metrics of round {number} are not JSON-serialisable ({exc}): "
@@ -281,13 +282,3 @@ def _write_atomically(final: Path, number: int, write: Callable[[Path], None]) -
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if hasattr(value, "tolist"):  # numpy arrays
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} {value!r} is not JSON-serialisable")
