@@ -34,3 +34,14 @@ def shared_camvid() -> Path:
     if not (SHARED_CAMVID / "train").is_dir():
         pytest.skip(f"real CamVid not found at {SHARED_CAMVID}")
     return SHARED_CAMVID
+
+
+SLOW_TEST_TIMEOUT_S = 1800
+"""Timeout of tests marked ``slow`` (the default, ``timeout`` in pyproject.toml, is 300 s)."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` get a longer timeout unless they set their own."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT_S))

@@ -21,27 +21,43 @@ def _predictor_batch(pred: SamPredictor, points: np.ndarray, hw: tuple[int, int]
     return masks.numpy(), iou.numpy(), low_res
 
 
+def _assert_masks_agree(got: np.ndarray, want: np.ndarray, max_fraction: float = 1e-3) -> None:
+    """Boolean masks thresholded from logits that agree to float round-off: at most a few
+    pixels whose logit sits on the threshold may flip."""
+    assert got.shape == want.shape and got.dtype == want.dtype == bool
+    assert (got != want).mean() <= max_fraction
+
+
 @pytest.mark.parametrize("points_per_batch", [7, 100])
 def test_masks_and_iou_equal_sam_predictor(
     tiny_sam: LoadedSam, images: list[np.ndarray], points_per_batch: int
 ) -> None:
+    """The embedder calls SAM's modules in SamPredictor's order with the same batches of
+    points. It is still another code path (its own tensors, slices and layouts), and which
+    CPU kernel runs depends on the machine and thread count, so scores are compared to
+    float round-off, masks to a few threshold pixels, and the best-of-three choice wherever
+    the top two scores are not tied to round-off."""
     embedder = MaskEmbedder(tiny_sam, points_per_side=10, points_per_batch=points_per_batch,
                             all_masks=True)
-    results = [embedder([image])[0] for image in images]  # one encoder call per image,
-    pred = SamPredictor(tiny_sam.model)  # as set_image does: results are bit-identical
+    results = [embedder([image])[0] for image in images]  # one encoder call per image
+    pred = SamPredictor(tiny_sam.model)
     for image, res in zip(images, results, strict=True):
         hw = image.shape[:2]
         pred.set_image(image)
         for i in range(0, 100, points_per_batch):
             sl = slice(i, i + points_per_batch)
             masks, iou, _ = _predictor_batch(pred, res.points[sl], hw)
+            np.testing.assert_allclose(res.all_iou[sl], iou, rtol=1e-5, atol=1e-6)
+            _assert_masks_agree(res.all_masks[sl], masks)
             best = iou.argmax(1)
             rows = np.arange(len(best))
-            np.testing.assert_array_equal(res.best[sl], best)
-            np.testing.assert_array_equal(res.iou[sl], iou[rows, best])
-            np.testing.assert_array_equal(res.masks[sl], masks[rows, best])
-            np.testing.assert_array_equal(res.all_masks[sl], masks)
-            np.testing.assert_array_equal(res.all_iou[sl], iou)
+            top2 = np.sort(iou, axis=1)[:, -2:]
+            clear = top2[:, 1] - top2[:, 0] > 1e-5  # not a tie to round-off
+            assert clear.mean() > 0.9
+            np.testing.assert_array_equal(res.best[sl][clear], best[clear])
+            np.testing.assert_allclose(res.iou[sl], iou[rows, res.best[sl]], rtol=1e-5,
+                                       atol=1e-6)
+            _assert_masks_agree(res.masks[sl][clear], masks[rows, best][clear])
         assert res.masks.shape == (100,) + hw and res.masks.dtype == bool
 
 
@@ -61,7 +77,9 @@ def test_single_point_predict_agrees(tiny_sam: LoadedSam, images: list[np.ndarra
 def test_tokens_equal_mask_token_outputs_computed_independently(
     tiny_sam: LoadedSam, images: list[np.ndarray]
 ) -> None:
-    """Re-run the decoder transformer by hand (MaskDecoder.predict_masks' inputs) per batch."""
+    """Re-run the decoder transformer by hand (MaskDecoder.predict_masks' inputs) per batch.
+
+    Another code path (hand-built token and position tensors): equal to float round-off."""
     sam = tiny_sam.model
     image = images[1]
     embedder = MaskEmbedder(tiny_sam, points_per_batch=25)
@@ -82,7 +100,7 @@ def test_tokens_equal_mask_token_outputs_computed_independently(
             pos = torch.repeat_interleave(sam.prompt_encoder.get_dense_pe(), len(tokens), 0)
             hs, _ = dec.transformer(src, pos, tokens)
             expected = hs[:, 1:5].reshape(len(tokens), 1024).numpy()
-            np.testing.assert_array_equal(res.tokens[i : i + 25], expected)
+            np.testing.assert_allclose(res.tokens[i : i + 25], expected, rtol=1e-5, atol=1e-5)
     assert res.tokens.shape == (100, 1024) and res.tokens.dtype == np.float32
 
 
@@ -158,6 +176,7 @@ def test_failed_compilation_falls_back_or_explains(
     with pytest.warns(RuntimeWarning, match="running SAM eagerly"):
         res = embedder([images[0]])[0]
     assert not embedder.compiled
+    # the fallback runs the same eager modules on the same batch: bit-identical
     np.testing.assert_array_equal(res.tokens, eager.tokens)
     strict = MaskEmbedder(tiny_sam)
     strict.compiled, strict._encoder = True, broken
