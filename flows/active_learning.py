@@ -1,7 +1,8 @@
 """The ``active_learning`` flow: train, score the pool, select, label, version, repeat.
 
-Round 0 is a random initial set; every later round is chosen by the configured strategy from
-the model trained on all rounds before it. Rerunning the flow resumes after the last
+Round 0 is the initial set (``active.initial_strategy``: TypiClust on image thumbnails, or
+random); every later round is chosen by the configured strategy from the model trained on
+all rounds before it. Rerunning the flow resumes after the last
 committed round (checkpoints are reused, nothing is labelled or tagged twice). With
 ``active.annotator: human`` the flow exports the round's tasks and stops; ``segloop labels
 import`` commits the finished labels and the next run goes on from there.
@@ -52,15 +53,16 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
     progress = create_progress_artifact(
         progress=0.0, key="active-learning-progress",
         description="label rounds done (of active.rounds + 1)")
-    # 2. Round 0: a random initial set.
+    # 2. Round 0: the initial set (random, or TypiClust on image thumbnails).
     if not committed:
+        first = ac.initial_strategy
         if ac.annotator == "human" and human.pending_exists(ctx, 0):
-            return _wait(ctx, 0, None, "random", logger)
-        selection = t.initial_selection(ctx)
+            return _wait(ctx, 0, None, first, logger)
+        selection, scores0 = t.initial_selection(ctx)
         if ac.annotator == "human":
-            return _wait(ctx, 0, selection, "random", logger)
+            return _wait(ctx, 0, selection, first, logger)
         labels = t.simulate_labels(ctx, selection)
-        t.commit_labels(ctx, 0, selection, labels, "random", ac.annotator, None)
+        t.commit_labels(ctx, 0, selection, labels, first, ac.annotator, scores0)
         committed = [0]
     # 3. Per round: train on rounds 0..k, evaluate, score, select, label, commit round k+1.
     new_rounds = 0

@@ -25,7 +25,7 @@ def prepare(cfg: Config) -> loop.ALContext:
 
 
 @task(name="initial-selection", cache_policy=NO_CACHE)
-def initial_selection(ctx: loop.ALContext) -> Selection:
+def initial_selection(ctx: loop.ALContext) -> tuple[Selection, Path | None]:
     return loop.initial_selection(ctx)
 
 

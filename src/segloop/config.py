@@ -310,6 +310,28 @@ class PseudolabelConfig(Section):
     sam_clip: SamClipConfig = SamClipConfig()
 
 
+class SemiConfig(Section):
+    """Semi-supervised training on the unlabelled pool (segloop.train.semi): confident
+    pseudo-labels of an EMA teacher on a weak view, learnt on a CutMix + colour-jitter
+    view. Pseudo-labels are never counted as labelled pixels or cost."""
+
+    enabled: bool = Field(True, description="train on the unlabelled pool too")
+    weight: float = Field(1.0, ge=0.0, description="weight of the unlabelled loss")
+    threshold: float = Field(0.9, ge=0.0, le=1.0, description="teacher confidence a pixel "
+                             "needs to be learnt from")
+    batch_size: int = Field(8, ge=1, description="unlabelled images per step")
+    start_fraction: float = Field(0.2, ge=0.0, le=1.0, description="the unlabelled loss "
+                                  "starts at this fraction of the steps ...")
+    ramp_fraction: float = Field(0.2, ge=0.0, le=1.0, description="... and ramps up to "
+                                 "its full weight over this fraction")
+    ema_decay: float = Field(0.99, ge=0.0, lt=1.0, description="mean-teacher decay")
+    cutmix: bool = Field(True, description="CutMix the strong view (French et al. 2020)")
+    color_jitter: float = Field(0.4, ge=0.0, lt=1.0, description="brightness, contrast, "
+                                "saturation jitter of the strong view")
+    uncertainty_weight: float = Field(0.0, ge=0.0, description="thesis 000 ch. 4 UIG loss "
+                                      "on unlabelled pixels (the thesis uses 0.01); 0 = off")
+
+
 class TrainConfig(Section):
     """Segmentation model and its fixed-step schedule (the same every round)."""
 
@@ -329,6 +351,10 @@ class TrainConfig(Section):
     class_weights: Literal["none", "inverse_sqrt"] | tuple[float, ...] = Field(
         "none", description="'none', 'inverse_sqrt' (from labelled pixel counts) or one per class")
     eval_batch_size: int = Field(32, ge=1)
+    label_sampling: Literal["image", "pixels"] = Field(
+        "pixels", description="labelled batches draw images alike, or in proportion to "
+        "their labelled pixels (sparse region labels are not starved)")
+    semi: SemiConfig = SemiConfig()
 
 
 class RegionConfig(Section):
@@ -340,6 +366,18 @@ class RegionConfig(Section):
     n_segments: int = Field(150, ge=2, description="SLIC superpixels per image (approx.)")
     compactness: float = Field(10.0, gt=0)
     sam_embeddings: str | None = Field(None, description="embed flow output (source: sam)")
+    max_per_image: int | None = Field(
+        4, ge=1, description="at most this many regions of one image per round (queries "
+        "spread over many images); null = no cap")
+    grow: bool = Field(True, description="grow labelled regions into neighbouring regions "
+                       "the model is sure of (thesis 002 ch. 3); grown pixels train, never "
+                       "count as labelled")
+    grow_beta: float = Field(0.7, gt=0.0, lt=1.0, description="mean class score a "
+                             "neighbouring region needs to be grown into")
+    grow_hops: int = Field(2, ge=1, description="growing steps (neighbours of neighbours)")
+    grow_at: tuple[float, ...] = Field(
+        (0.5, 0.75), description="fractions of the training steps at which labels are "
+        "grown anew with the current (teacher) model")
 
 
 class ActiveConfig(Section):
@@ -353,9 +391,29 @@ class ActiveConfig(Section):
     eval_limit: int | None = Field(None, ge=1)
     level: Literal["image", "region"] = "image"
     strategy: Literal["random", "entropy", "margin", "least_confidence", "uig", "uig_pixel",
-                      "bald"] = "uig"
+                      "bald", "badge", "typiclust"] = "uig"
+    initial_strategy: Literal["random", "typiclust"] = Field(
+        "typiclust", description="round 0 (no model yet): random, or TypiClust on image "
+        "thumbnails (typical images of distinct clusters; Hacohen et al. 2022)")
     initial_fraction: float = Field(
-        0.02, gt=0, le=1, description="round 0, random: of images (image level) or pixels")
+        0.02, gt=0, le=1, description="round 0: of images (image level) or pixels")
+    diversity: Literal["none", "cluster"] = Field(
+        "cluster", description="cluster: Cluster-Margin (Citovsky et al. 2021): the most "
+        "uncertain candidates, taken round-robin over k-means clusters of the model's image "
+        "features; none: top-k by score")
+    candidates: float = Field(10.0, ge=1.0, description="cluster: candidates per pick "
+                              "(the top candidates x picks units by score)")
+    dedup_similarity: float | None = Field(
+        0.98, gt=0.0, le=1.0, description="skip an image whose feature cosine similarity "
+        "to a labelled or already picked image exceeds this (near-duplicate frames); "
+        "null = off")
+    class_balance: Literal["none", "rarity", "round_robin"] = Field(
+        "rarity", description="rarity: scores x exp(-p_c), p_c = share of the pool's "
+        "pixels predicted c (Cai et al. 2021); round_robin: picks alternate over predicted "
+        "classes")
+    warm_start_steps: int | None = Field(
+        None, ge=1, description="null: every round trains afresh with train.steps (fair "
+        "schedule); N: start from the previous round's model and train N steps")
     budget_per_round: float = Field(
         0.02, gt=0, description="per round: a fraction (< 1) of the pool's images (image "
         "level) or pixels (region level), or a number (>= 1) of images/regions")
@@ -366,7 +424,6 @@ class ActiveConfig(Section):
     annotator: Literal["dominant", "exact", "human"] = Field(
         "exact", description="simulated from ground truth (region: dominant class or exact "
         "pixels), or human: export tasks and stop until `segloop labels import`")
-    class_balanced: bool = False
     click_cost_pixels: float = Field(0.0, ge=0, description="cost of one region click")
     mc_samples: int = Field(8, ge=2, description="MC-dropout samples for BALD")
     pseudolabels: str | None = Field(

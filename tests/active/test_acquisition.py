@@ -129,13 +129,19 @@ def test_strategy_registry_and_errors() -> None:
         "uig",
         "uig_pixel",
         "bald",
+        "badge",
+        "typiclust",
     }
+    assert {n for n, i in acq.STRATEGIES.items() if i.kind != "uncertainty"} == {
+        "random", "badge", "typiclust"}
     assert acq.STRATEGIES["bald"].needs_mc and not acq.STRATEGIES["uig"].needs_mc
     assert acq.check_strategy("margin") == "margin"
     with pytest.raises(ConfigError, match="least_confidence"):
         acq.check_strategy("entropyy")
     with pytest.raises(ConfigError, match="random_scores"):
         acq.pixel_scores("random", PROBS)
+    with pytest.raises(ConfigError, match="selects with segloop.active.choose"):
+        acq.image_scores("badge", PROBS)
     with pytest.raises(DataError, match="MC samples"):
         acq.pixel_scores("bald", PROBS)
     with pytest.raises(DataError, match="B, C, H, W"):

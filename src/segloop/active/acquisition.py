@@ -24,17 +24,24 @@ UIG_EPS = 1e-12
 class StrategyInfo(NamedTuple):
     needs_mc: bool
     description: str
+    kind: str = "uncertainty"  # "random" | "uncertainty" | "badge" | "typiclust"
 
 
 STRATEGIES: Mapping[str, StrategyInfo] = MappingProxyType(
     {
-        "random": StrategyInfo(False, "uniform random scores (random_scores); the baseline"),
+        "random": StrategyInfo(False, "uniform random scores (random_scores); the baseline",
+                               "random"),
         "entropy": StrategyInfo(False, "-sum p log p per pixel"),
         "margin": StrategyInfo(False, "1 - (p_top1 - p_top2) per pixel"),
         "least_confidence": StrategyInfo(False, "1 - max p per pixel"),
         "uig": StrategyInfo(False, "uncertainty indicator; image score on the mean softmax"),
         "uig_pixel": StrategyInfo(False, "uncertainty indicator per pixel; image score = mean"),
         "bald": StrategyInfo(True, "mutual information over MC-dropout samples (T, B, C, H, W)"),
+        "badge": StrategyInfo(False, "BADGE: k-means++ on gradient embeddings (image level); "
+                              "score = the embedding's norm", "badge"),
+        "typiclust": StrategyInfo(False, "TypiClust: the most typical image of each "
+                                  "uncovered cluster (image level); score = typicality",
+                                  "typiclust"),
     }
 )
 
@@ -163,8 +170,10 @@ _PIXEL: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 def _check_scored(strategy: str) -> None:
     check_strategy(strategy)
-    if strategy == "random":
-        raise ConfigError("strategy 'random' has no score map; use random_scores(n, generator)")
+    if STRATEGIES[strategy].kind != "uncertainty":
+        raise ConfigError(f"strategy {strategy!r} has no score map"
+                          + ("; use random_scores(n, generator)" if strategy == "random"
+                             else "; it selects with segloop.active.choose"))
 
 
 def pixel_scores(strategy: str, probs_or_mc: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ never labels, commits or tags anything twice.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,20 +20,29 @@ import torch
 from torch import nn
 
 from segloop.active.annotator import annotate_units
+from segloop.active.choose import choose
+from segloop.active.features import thumbnails
+from segloop.active.grow import region_grower
 from segloop.active.pool import Pool, build_pool, load_split
 from segloop.active.rounds_io import write_round_folder
-from segloop.active.scoring import candidate_units_random, score_pool
+from segloop.active.scoring import PoolScan, candidate_units_random, scan_pool, write_scores
 from segloop.active.seeds import Seeds, load_seeds, resolve_folder, training_labels
 from segloop.active.selection import Budget, Selection, Unit, select
 from segloop.active.state import LabelState, load_state
-from segloop.config import Config
+from segloop.config import ActiveConfig, Config
 from segloop.context import open_workspace, resolve_data_root
 from segloop.data.classes import ClassSpec
 from segloop.devices import pick_device
 from segloop.errors import ConfigError
 from segloop.train.arrays import SplitArrays
 from segloop.train.checkpoint import load_checkpoint, read_meta, save_checkpoint
-from segloop.train.factory import build_from_config, class_weights, model_recipe, train_settings
+from segloop.train.factory import (
+    build_from_config,
+    class_weights,
+    model_recipe,
+    semi_settings,
+    train_settings,
+)
 from segloop.train.loop import evaluate, train_model
 from segloop.train.metrics import SegMetrics
 from segloop.versioning import (
@@ -116,13 +125,28 @@ def budget(ctx: ALContext, value: float) -> Budget:
                   click_cost_pixels=ac.click_cost_pixels)
 
 
-def initial_selection(ctx: ALContext) -> Selection:
-    """Round 0: random units up to ``active.initial_fraction``."""
+def initial_selection(ctx: ALContext) -> tuple[Selection, Path | None]:
+    """Round 0 up to ``active.initial_fraction``: random units, or TypiClust on image
+    thumbnails (no model exists yet). Returns the selection and, for TypiClust, the scores
+    table that says why (``work/round_000/scores.parquet``)."""
+    ac = ctx.cfg.active
     gen = torch.Generator().manual_seed(ctx.cfg.base.seed * 1_000_003)
     state = LabelState.empty(ctx.pool, ctx.classes.ignore_index)
-    units = candidate_units_random(ctx.pool, state, ctx.cfg.active.level, gen)
-    return _checked(select(units, budget(ctx, ctx.cfg.active.initial_fraction)), units,
-                    "active.initial_fraction")
+    units = candidate_units_random(ctx.pool, state, ac.level, gen)
+    if ac.initial_strategy == "random":
+        return _checked(select(units, budget(ctx, ac.initial_fraction),
+                               max_per_image=_cap(ac)), units, "active.initial_fraction"), None
+    scan = PoolScan(units, features=thumbnails(ctx.pool.arrays.images))
+    choice = choose(scan, ctx.pool, state, ac, budget(ctx, ac.initial_fraction), gen,
+                    strategy=ac.initial_strategy)
+    path = ctx.work_dir(0) / "scores.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_scores(path, choice.rows(ctx.pool, 0, ac.initial_strategy))
+    return _checked(choice.selection, units, "active.initial_fraction"), path
+
+
+def _cap(ac: ActiveConfig) -> int | None:
+    return ac.region.max_per_image if ac.level == "region" else None
 
 
 def _checked(selection: Selection, units: list[Unit], key: str) -> Selection:
@@ -140,30 +164,55 @@ def _checked(selection: Selection, units: list[Unit], key: str) -> Selection:
 def train_after(ctx: ALContext, k: int, state: LabelState,
                 progress: bool = True) -> tuple[nn.Module, float]:
     """The model trained on rounds 0..k: loaded from its checkpoint if one exists, else
-    trained with seed ``base.seed * 1000 + k``, saved (safetensors) and versioned with DVC.
-    Returns the model and the seconds its training took."""
-    tc = ctx.cfg.train
+    trained with seed ``base.seed * 1000 + k`` (afresh, or from round k-1's model with
+    ``active.warm_start_steps``), saved (safetensors) and versioned with DVC. Returns the
+    model and the seconds its training took."""
+    tc, ac = ctx.cfg.train, ctx.cfg.active
     c = ctx.classes.num_classes
     torch.manual_seed(_seed(ctx, k))  # weight init, then train_model reseeds for batches
     model = build_from_config(tc, c)
     path = ctx.model_path(k)
-    recipe = {**model_recipe(tc, c), "rounds": k, "steps": tc.steps, "seed": _seed(ctx, k)}
+    recipe = {**model_recipe(tc, c), "rounds": k, "seed": _seed(ctx, k),
+              **training_recipe(ctx.cfg)}
     if ctx.seeds is not None:
         recipe["pseudolabels"] = ctx.seeds.recipe()
     if path.is_file() and read_meta(path).get("recipe") == recipe:
         meta = load_checkpoint(model, path)
         return model.to(ctx.device), float(meta.get("train_seconds", 0.0))
+    steps = tc.steps
+    if ac.warm_start_steps is not None and k > 0:
+        load_checkpoint(model, ctx.model_path(k - 1))
+        steps = ac.warm_start_steps
     labels = torch.from_numpy(training_labels(state.labels, state.queried, ctx.seeds))
     weights = class_weights(tc, labels, c, ctx.classes.ignore_index)
+    settings = replace(train_settings(tc, _seed(ctx, k), weights), steps=steps)
+    refresh, at = None, ()
+    rc = ac.region
+    if ac.level == "region" and rc.grow and ctx.pool.regions is not None:
+        refresh, at = region_grower(ctx.pool, state, labels.numpy(), rc, ctx.classes.ignore_index,
+                                    ctx.device, tc.eval_batch_size), rc.grow_at
     start = time.perf_counter()
-    train_model(model, ctx.pool.arrays.images, labels,
-                train_settings(tc, _seed(ctx, k), weights), ctx.classes.ignore_index,
-                ctx.device, progress=progress, desc=f"training on rounds 0..{k}")
+    train_model(model, ctx.pool.arrays.images, labels, settings, ctx.classes.ignore_index,
+                ctx.device, progress=progress, desc=f"training on rounds 0..{k}",
+                semi=semi_settings(tc), refresh=refresh, refresh_at=at)
     seconds = time.perf_counter() - start
     save_checkpoint(model, path, {"recipe": recipe, "train_seconds": seconds})
     version_path(ctx.ws, path.relative_to(ctx.ws.root).as_posix(),
                  f"model: trained on label rounds 0..{k:03d}")
     return model, seconds
+
+
+def training_recipe(cfg: Config) -> dict[str, Any]:
+    """Everything besides the model and seed that decides a round's training (checkpoints
+    trained otherwise are retrained, not reused)."""
+    tc, ac = cfg.train, cfg.active
+    out: dict[str, Any] = {"steps": tc.steps, "label_sampling": tc.label_sampling,
+                           "semi": tc.semi.model_dump(mode="json") if tc.semi.enabled else None,
+                           "warm_start_steps": ac.warm_start_steps}
+    if ac.level == "region" and ac.region.grow:
+        out["grow"] = {"beta": ac.region.grow_beta, "hops": ac.region.grow_hops,
+                       "at": list(ac.region.grow_at)}
+    return out
 
 
 def _seed(ctx: ALContext, k: int) -> int:
@@ -188,22 +237,31 @@ def record_metrics(ctx: ALContext, k: int, state: LabelState, metrics: SegMetric
 
 def score_and_select(ctx: ALContext, model: nn.Module, state: LabelState, n: int,
                      progress: bool = True) -> tuple[Selection, Path, float]:
-    """Score the unlabelled pool with the round's strategy and select round ``n``'s units.
+    """Score the unlabelled pool with the round's strategy and select round ``n``'s units
+    (:func:`segloop.active.choose.choose`).
 
     Writes the ``scores`` table to ``work/round_NNN/scores.parquet``; returns the selection,
-    that path and the scoring seconds.
+    that path and the seconds scoring plus selection took.
     """
     ac = ctx.cfg.active
     path = ctx.work_dir(n) / "scores.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    units = score_pool(model, ctx.pool, state, ac.strategy, ac.level, ctx.device,
-                       round_number=n, seed=ctx.cfg.base.seed,
-                       batch_size=ctx.cfg.train.eval_batch_size, mc_samples=ac.mc_samples,
-                       table_path=path, progress=progress)
+    scan = scan_pool(model, ctx.pool, state, ac.strategy, ac.level, ctx.device,
+                     round_number=n, seed=ctx.cfg.base.seed,
+                     batch_size=ctx.cfg.train.eval_batch_size, mc_samples=ac.mc_samples,
+                     features=needs_features(ac), progress=progress)
+    gen = torch.Generator().manual_seed(ctx.cfg.base.seed * 1_000_003 + n)
+    choice = choose(scan, ctx.pool, state, ac, budget(ctx, ac.budget_per_round), gen)
+    write_scores(path, choice.rows(ctx.pool, n, ac.strategy))
     seconds = time.perf_counter() - start
-    selection = select(units, budget(ctx, ac.budget_per_round), ac.class_balanced)
-    return _checked(selection, units, "active.budget_per_round"), path, seconds
+    return _checked(choice.selection, scan.units, "active.budget_per_round"), path, seconds
+
+
+def needs_features(ac: ActiveConfig) -> bool:
+    """Whether selection uses image features / class shares beyond the scores."""
+    return (ac.diversity == "cluster" or ac.dedup_similarity is not None
+            or ac.class_balance == "rarity")
 
 
 def simulate_labels(ctx: ALContext, selection: Selection) -> dict[int, np.ndarray]:

@@ -108,11 +108,13 @@ class Selection:
 
 
 class _Meter:
-    """Running spend against a budget."""
+    """Running spend against a budget (and a cap on units per image)."""
 
-    def __init__(self, budget: Budget) -> None:
+    def __init__(self, budget: Budget, max_per_image: int | None = None) -> None:
         self.budget = budget
+        self.max_per_image = max_per_image
         self.picked: list[Unit] = []
+        self.per_image: dict[int, int] = {}
         self.cost = 0.0
 
     def full(self) -> bool:
@@ -121,12 +123,16 @@ class _Meter:
 
     def fits(self, unit: Unit) -> bool:
         b = self.budget
+        if (self.max_per_image is not None
+                and self.per_image.get(unit.image_index, 0) >= self.max_per_image):
+            return False
         if b.units is not None:
             return len(self.picked) < b.units
         return self.cost + b.cost(unit) <= (b.pixels or 0)
 
     def take(self, unit: Unit) -> None:
         self.picked.append(unit)
+        self.per_image[unit.image_index] = self.per_image.get(unit.image_index, 0) + 1
         self.cost += self.budget.cost(unit)
 
     def result(self) -> Selection:
@@ -143,20 +149,23 @@ def _order(unit: Unit) -> tuple[float, int, int]:
     return (-unit.score, unit.image_index, unit.region_id)
 
 
-def select(units: Sequence[Unit], budget: Budget, class_balanced: bool = False) -> Selection:
+def select(units: Sequence[Unit], budget: Budget, class_balanced: bool = False, *,
+           keep_order: bool = False, max_per_image: int | None = None) -> Selection:
     """Pick units greedily by descending score within ``budget``.
 
-    Ties go to the smaller (image_index, region_id). Units with score -inf are never
-    picked. A unit that does not fit the remaining budget is skipped (it never will fit
-    later), and the search goes on. With ``class_balanced`` the picks go round-robin over
-    ``pred_class`` (-1 counts as a class of its own): each turn the class with the fewest
-    picks so far (then the smallest id) takes its best remaining unit that fits; a class
-    with none left drops out.
+    Ties go to the smaller (image_index, region_id). With ``keep_order`` the units are
+    taken in the given order instead (a diversity step has ordered them). Units with score
+    -inf are never picked. A unit that does not fit the remaining budget (or whose image
+    already has ``max_per_image`` picks) is skipped, and the search goes on. With
+    ``class_balanced`` the picks go round-robin over ``pred_class`` (-1 counts as a class
+    of its own): each turn the class with the fewest picks so far (then the smallest id)
+    takes its best remaining unit that fits; a class with none left drops out.
     """
     if not isinstance(budget, Budget):
         raise ConfigError(f"budget must be a Budget, got {type(budget).__name__}")
-    pool = sorted((u for u in units if u.score != -math.inf), key=_order)
-    meter = _Meter(budget)
+    finite = [u for u in units if u.score != -math.inf]
+    pool = finite if keep_order else sorted(finite, key=_order)
+    meter = _Meter(budget, max_per_image)
     if not class_balanced:
         for unit in pool:
             if meter.full():

@@ -133,7 +133,7 @@ register(
 register(
     TableSchema(
         name=SCORES,
-        version=1,
+        version=2,
         description="one row per candidate unit (image or region) scored in a round",
         schema=pa.schema(
             [
@@ -141,9 +141,16 @@ register(
                 pa.field("image_id", pa.string(), nullable=False),
                 pa.field("region_id", pa.int32(), nullable=False),
                 pa.field("strategy", pa.string(), nullable=False),
+                # What the selection ranked by (uncertainty x class weight; typicality for
+                # TypiClust; gradient-embedding norm for BADGE; a random draw for random).
                 pa.field("score", pa.float64(), nullable=False),
                 pa.field("pixels", pa.int64(), nullable=False),
                 pa.field("pred_class", pa.int16(), nullable=False),
+                # v2: why. The raw acquisition score, the class-balance weight (null: none)
+                # and the k-means cluster of the unit's image (-1: no clustering).
+                pa.field("uncertainty", pa.float64()),
+                pa.field("class_weight", pa.float64()),
+                pa.field("cluster", pa.int32()),
             ]
         ),
     )

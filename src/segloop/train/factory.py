@@ -9,6 +9,7 @@ from torch import nn
 from segloop.config import TrainConfig
 from segloop.train.loop import TrainSettings
 from segloop.train.models import build_model
+from segloop.train.semi import SemiSettings
 
 
 def model_recipe(tc: TrainConfig, num_classes: int) -> dict[str, object]:
@@ -53,4 +54,15 @@ def train_settings(tc: TrainConfig, seed: int, weights: tuple[float, ...] | None
                    ) -> TrainSettings:
     return TrainSettings(steps=tc.steps, batch_size=tc.batch_size, lr=tc.lr,
                          weight_decay=tc.weight_decay, scale=tc.scale, flip=tc.flip,
-                         class_weights=weights, seed=seed)
+                         class_weights=weights, seed=seed, label_sampling=tc.label_sampling)
+
+
+def semi_settings(tc: TrainConfig) -> SemiSettings | None:
+    """The ``train.semi`` section as settings, or None when it is off."""
+    sc = tc.semi
+    if not sc.enabled or sc.weight == 0:
+        return None
+    return SemiSettings(weight=sc.weight, threshold=sc.threshold, batch_size=sc.batch_size,
+                        start_fraction=sc.start_fraction, ramp_fraction=sc.ramp_fraction,
+                        ema_decay=sc.ema_decay, cutmix=sc.cutmix, color_jitter=sc.color_jitter,
+                        uncertainty_weight=sc.uncertainty_weight)

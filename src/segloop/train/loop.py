@@ -4,7 +4,7 @@ and prediction that streams over a split in batches."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +14,13 @@ from tqdm.auto import tqdm
 
 from segloop.train.arrays import augment
 from segloop.train.metrics import SegMetrics, confusion_matrix, metrics_from_confusion
+from segloop.train.semi import (
+    EmaTeacher,
+    SemiSettings,
+    consistency_loss,
+    uncertainty_loss,
+    unlabelled_batch,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,7 @@ class TrainSettings:
     flip: bool = True
     class_weights: tuple[float, ...] | None = None
     seed: int = 0
+    label_sampling: str = "image"
 
 
 def _lr_factor(step: int, steps: int, warmup: int) -> float:
@@ -50,17 +58,43 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: 
     return F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index)
 
 
+def sampling_weights(labels: torch.Tensor, ignore_index: int, by: str) -> torch.Tensor:
+    """(N,) float: how often each image is drawn for the labelled batch.
+
+    ``by`` = "image": every image with a labelled pixel alike; "pixels": in proportion to
+    its labelled pixels (sparse region labels are not starved by images that hold one
+    small region). Images without labelled pixels get 0.
+    """
+    counts = (labels != ignore_index).flatten(1).sum(1).double()
+    if by == "image":
+        return (counts > 0).double()
+    if by == "pixels":
+        return counts
+    raise ValueError(f"unknown label sampling {by!r}; use 'image' or 'pixels'")
+
+
+LabelRefresh = Callable[[nn.Module], torch.Tensor]
+"""Called with the (EMA teacher or) model in eval mode; returns new (N, H, W) uint8 labels."""
+
+
 def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                 settings: TrainSettings, ignore_index: int, device: torch.device,
-                progress: bool = True, desc: str = "training") -> list[float]:
+                progress: bool = True, desc: str = "training",
+                semi: SemiSettings | None = None, unlabelled: torch.Tensor | None = None,
+                refresh: LabelRefresh | None = None,
+                refresh_at: tuple[float, ...] = ()) -> list[float]:
     """Train in place for ``settings.steps`` steps on the images that have labelled pixels.
 
     ``images`` (N, 3, H, W) uint8, ``labels`` (N, H, W) uint8 (``ignore_index`` = not
-    labelled). Batches are drawn with replacement by a seeded generator. Returns the loss
-    of every step.
+    labelled). Labelled batches are drawn with replacement by a seeded generator, weighted
+    by ``settings.label_sampling``. With ``semi``, each step after its start also draws
+    ``semi.batch_size`` images from ``unlabelled`` (indices into ``images``; default all)
+    for the consistency loss (:mod:`segloop.train.semi`). ``refresh`` (e.g. region growing)
+    replaces the training labels at each fraction of the steps in ``refresh_at``. Returns
+    the loss of every step.
     """
-    has_label = (labels != ignore_index).flatten(1).any(1).nonzero().flatten()
-    if has_label.numel() == 0:
+    weights = sampling_weights(labels, ignore_index, settings.label_sampling)
+    if not bool((weights > 0).any()):
         raise ValueError("train_model: no image has a labelled pixel")
     gen = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
@@ -72,19 +106,40 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         opt, lambda s: _lr_factor(s, settings.steps, warmup))
     weight = (torch.tensor(settings.class_weights, dtype=torch.float32, device=device)
               if settings.class_weights is not None else None)
+    teacher = EmaTeacher(model, semi.ema_decay) if semi is not None else None
+    pool_u = (unlabelled if unlabelled is not None else torch.arange(images.shape[0]))
+    refresh_steps = {int(f * settings.steps) for f in refresh_at} if refresh else set()
     losses: list[float] = []
     bar = tqdm(range(settings.steps), desc=desc, unit="step", disable=not progress, leave=False)
-    for _ in bar:
-        pick = has_label[torch.randint(0, has_label.numel(), (settings.batch_size,),
-                                       generator=gen)]
+    for step in bar:
+        if step in refresh_steps and refresh is not None:
+            labels = refresh(teacher.model if teacher is not None else model.eval())
+            model.train()
+            weights = sampling_weights(labels, ignore_index, settings.label_sampling)
+        pick = torch.multinomial(weights, settings.batch_size, replacement=True, generator=gen)
         x = images[pick].float().div_(255.0)
         y = labels[pick].long()
         x, y = augment(x, y, gen, settings.scale, settings.flip, ignore_index)
-        loss = segmentation_loss(model(x.to(device)), y.to(device), ignore_index, weight)
+        ramp = semi.ramp(step, settings.steps) if semi is not None else 0.0
+        if ramp > 0 and semi is not None and teacher is not None and pool_u.numel() > 0:
+            upick = pool_u[torch.randint(0, pool_u.numel(), (semi.batch_size,), generator=gen)]
+            ub = unlabelled_batch(images, upick, teacher, semi, settings.scale,
+                                  settings.flip, gen, device)
+            logits = model(torch.cat([x, ub.x]).to(device))
+            sup, uns = logits[: x.shape[0]], logits[x.shape[0]:]
+            loss = segmentation_loss(sup, y.to(device), ignore_index, weight)
+            loss = loss + ramp * semi.weight * consistency_loss(uns, ub)
+            if semi.uncertainty_weight > 0:
+                loss = loss + ramp * semi.uncertainty_weight * uncertainty_loss(
+                    uns, ub.valid.to(device))
+        else:
+            loss = segmentation_loss(model(x.to(device)), y.to(device), ignore_index, weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+        if teacher is not None:
+            teacher.update(model)
         losses.append(float(loss.detach()))
         if len(losses) % 25 == 0:
             bar.set_postfix(loss=f"{sum(losses[-25:]) / 25:.3f}")
