@@ -71,7 +71,12 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
         state = t.label_state(ctx, k)
         model, train_seconds = t.train(ctx, k, state)
         metrics = t.evaluate(ctx, model)
-        t.record_metrics(ctx, k, state, metrics, train_seconds)
+        extra = {"train_seconds": train_seconds}
+        if k == ac.rounds and ac.compare_random and ac.annotator != "human":
+            extra.update(t.random_baseline(ctx, k, state))
+            logger.info("random selection at the same budget: val mIoU %.4f",
+                        extra["random_miou"])
+        t.record_metrics(ctx, k, state, metrics, extra)
         logger.info("round %d: %.2f%% of pixels labelled, val mIoU %.4f", k,
                     100 * state.queried_pixels / ctx.pool.total_pixels, metrics.miou)
         if k == ac.rounds:

@@ -9,7 +9,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from torch import nn
 
-from segloop.active import loop
+from segloop.active import baseline, loop
 from segloop.active.selection import Selection
 from segloop.active.state import LabelState
 from segloop.config import Config
@@ -46,8 +46,13 @@ def evaluate(ctx: loop.ALContext, model: nn.Module) -> SegMetrics:
 
 @task(name="record-metrics", cache_policy=NO_CACHE)
 def record_metrics(ctx: loop.ALContext, k: int, state: LabelState, metrics: SegMetrics,
-                   train_seconds: float) -> dict:
-    return loop.record_metrics(ctx, k, state, metrics, {"train_seconds": train_seconds})
+                   extra: dict) -> dict:
+    return loop.record_metrics(ctx, k, state, metrics, extra)
+
+
+@task(name="random-baseline", cache_policy=NO_CACHE, tags=["gpu"])
+def random_baseline(ctx: loop.ALContext, k: int, state: LabelState) -> dict:
+    return baseline.random_baseline(ctx, k, state)
 
 
 @task(name="score-and-select", cache_policy=NO_CACHE, tags=["gpu"])

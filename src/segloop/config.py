@@ -411,6 +411,10 @@ class ActiveConfig(Section):
         "rarity", description="rarity: scores x exp(-p_c), p_c = share of the pool's "
         "pixels predicted c (Cai et al. 2021); round_robin: picks alternate over predicted "
         "classes")
+    compare_random: bool = Field(
+        False, description="after the last round, also train on random units of the same "
+        "budget (simulated annotator) and report its mIoU beside the loop's (one more "
+        "training)")
     warm_start_steps: int | None = Field(
         None, ge=1, description="null: every round trains afresh with train.steps (fair "
         "schedule); N: start from the previous round's model and train N steps")

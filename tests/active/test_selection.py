@@ -144,3 +144,13 @@ def test_never_over_budget_and_maximal(
     if not balanced:
         scores = [u.score for u in picked]
         assert scores == sorted(scores, reverse=True)
+
+
+def test_kept_order_and_per_image_cap() -> None:
+    units = [Unit(0, 0, 10, 0.1), Unit(0, 1, 10, 0.9), Unit(0, 2, 10, 0.8),
+             Unit(1, 0, 10, 0.2), Unit(2, 0, 10, 0.3)]
+    assert keys(select(units, Budget(units=3), keep_order=True)) == [(0, 0), (0, 1), (0, 2)]
+    capped = select(units, Budget(units=4), max_per_image=1)
+    assert keys(capped) == [(0, 1), (2, 0), (1, 0)]  # best per image, then nothing left
+    both = select(units, Budget(pixels=40), keep_order=True, max_per_image=2)
+    assert keys(both) == [(0, 0), (0, 1), (1, 0), (2, 0)]

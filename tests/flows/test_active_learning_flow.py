@@ -57,9 +57,14 @@ def test_two_rounds_image_level(prefect_harness: None, camvid_root: Path,
     assert [len(r["units"]) for r in rounds] == [2, 2, 2]  # 20% of 10 images per round
     images = [u[0] for r in rounds for u in r["units"]]
     assert len(set(images)) == 6  # never the same image twice
-    assert rounds[0]["strategy"] == {"random"} and rounds[1]["strategy"] == {"entropy"}
+    assert rounds[0]["strategy"] == {"typiclust"} and rounds[1]["strategy"] == {"entropy"}
+    first = read_table(str(ws / "data/labels/round_000/scores.parquet"), SCORES)
+    assert first.num_rows == 10 and None not in first.column("cluster").to_pylist()
     scores = read_table(str(ws / "data/labels/round_001/scores.parquet"), SCORES)
     assert scores.num_rows == 8  # the 8 unlabelled images were scored
+    # why: raw uncertainty, class weight (rarity) and cluster (Cluster-Margin) per image
+    for column in ("uncertainty", "class_weight", "cluster"):
+        assert None not in scores.column(column).to_pylist(), column
     assert [r["round"] for r in result.rounds] == [0, 1, 2]
     assert [r["labelled_images"] for r in result.rounds] == [2, 4, 6]
     assert all(0.0 <= r["miou"] <= 1.0 for r in result.rounds)

@@ -9,8 +9,7 @@ never labels, commits or tags anything twice.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,16 +19,14 @@ import torch
 from torch import nn
 
 from segloop.active.annotator import annotate_units
-from segloop.active.choose import choose
-from segloop.active.features import thumbnails
-from segloop.active.grow import region_grower
+from segloop.active.fit import fit_round, initial_choice, select_round
 from segloop.active.pool import Pool, build_pool, load_split
 from segloop.active.rounds_io import write_round_folder
-from segloop.active.scoring import PoolScan, candidate_units_random, scan_pool, write_scores
+from segloop.active.scoring import write_scores
 from segloop.active.seeds import Seeds, load_seeds, resolve_folder, training_labels
-from segloop.active.selection import Budget, Selection, Unit, select
+from segloop.active.selection import Budget, Selection, Unit
 from segloop.active.state import LabelState, load_state
-from segloop.config import ActiveConfig, Config
+from segloop.config import Config
 from segloop.context import open_workspace, resolve_data_root
 from segloop.data.classes import ClassSpec
 from segloop.devices import pick_device
@@ -38,12 +35,9 @@ from segloop.train.arrays import SplitArrays
 from segloop.train.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from segloop.train.factory import (
     build_from_config,
-    class_weights,
     model_recipe,
-    semi_settings,
-    train_settings,
 )
-from segloop.train.loop import evaluate, train_model
+from segloop.train.loop import evaluate
 from segloop.train.metrics import SegMetrics
 from segloop.versioning import (
     ROUND_DIR,
@@ -127,26 +121,15 @@ def budget(ctx: ALContext, value: float) -> Budget:
 
 def initial_selection(ctx: ALContext) -> tuple[Selection, Path | None]:
     """Round 0 up to ``active.initial_fraction``: random units, or TypiClust on image
-    thumbnails (no model exists yet). Returns the selection and, for TypiClust, the scores
-    table that says why (``work/round_000/scores.parquet``)."""
+    thumbnails (no model exists yet). Returns the selection and the scores table that says
+    why (``work/round_000/scores.parquet``)."""
     ac = ctx.cfg.active
-    gen = torch.Generator().manual_seed(ctx.cfg.base.seed * 1_000_003)
     state = LabelState.empty(ctx.pool, ctx.classes.ignore_index)
-    units = candidate_units_random(ctx.pool, state, ac.level, gen)
-    if ac.initial_strategy == "random":
-        return _checked(select(units, budget(ctx, ac.initial_fraction),
-                               max_per_image=_cap(ac)), units, "active.initial_fraction"), None
-    scan = PoolScan(units, features=thumbnails(ctx.pool.arrays.images))
-    choice = choose(scan, ctx.pool, state, ac, budget(ctx, ac.initial_fraction), gen,
-                    strategy=ac.initial_strategy)
+    choice = initial_choice(ctx.pool, state, ctx.cfg, budget(ctx, ac.initial_fraction))
     path = ctx.work_dir(0) / "scores.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_scores(path, choice.rows(ctx.pool, 0, ac.initial_strategy))
-    return _checked(choice.selection, units, "active.initial_fraction"), path
-
-
-def _cap(ac: ActiveConfig) -> int | None:
-    return ac.region.max_per_image if ac.level == "region" else None
+    return _checked(choice.selection, choice.units, "active.initial_fraction"), path
 
 
 def _checked(selection: Selection, units: list[Unit], key: str) -> Selection:
@@ -169,7 +152,6 @@ def train_after(ctx: ALContext, k: int, state: LabelState,
     model and the seconds its training took."""
     tc, ac = ctx.cfg.train, ctx.cfg.active
     c = ctx.classes.num_classes
-    torch.manual_seed(_seed(ctx, k))  # weight init, then train_model reseeds for batches
     model = build_from_config(tc, c)
     path = ctx.model_path(k)
     recipe = {**model_recipe(tc, c), "rounds": k, "seed": _seed(ctx, k),
@@ -179,23 +161,14 @@ def train_after(ctx: ALContext, k: int, state: LabelState,
     if path.is_file() and read_meta(path).get("recipe") == recipe:
         meta = load_checkpoint(model, path)
         return model.to(ctx.device), float(meta.get("train_seconds", 0.0))
-    steps = tc.steps
+    init = None
     if ac.warm_start_steps is not None and k > 0:
-        load_checkpoint(model, ctx.model_path(k - 1))
-        steps = ac.warm_start_steps
-    labels = torch.from_numpy(training_labels(state.labels, state.queried, ctx.seeds))
-    weights = class_weights(tc, labels, c, ctx.classes.ignore_index)
-    settings = replace(train_settings(tc, _seed(ctx, k), weights), steps=steps)
-    refresh, at = None, ()
-    rc = ac.region
-    if ac.level == "region" and rc.grow and ctx.pool.regions is not None:
-        refresh, at = region_grower(ctx.pool, state, labels.numpy(), rc, ctx.classes.ignore_index,
-                                    ctx.device, tc.eval_batch_size), rc.grow_at
-    start = time.perf_counter()
-    train_model(model, ctx.pool.arrays.images, labels, settings, ctx.classes.ignore_index,
-                ctx.device, progress=progress, desc=f"training on rounds 0..{k}",
-                semi=semi_settings(tc), refresh=refresh, refresh_at=at)
-    seconds = time.perf_counter() - start
+        init = build_from_config(tc, c)
+        load_checkpoint(init, ctx.model_path(k - 1))
+    labels = training_labels(state.labels, state.queried, ctx.seeds)
+    model, seconds = fit_round(ctx.pool, state, labels, ctx.cfg, _seed(ctx, k), ctx.device,
+                               init=init, progress=progress,
+                               desc=f"training on rounds 0..{k}")
     save_checkpoint(model, path, {"recipe": recipe, "train_seconds": seconds})
     version_path(ctx.ws, path.relative_to(ctx.ws.root).as_posix(),
                  f"model: trained on label rounds 0..{k:03d}")
@@ -246,22 +219,11 @@ def score_and_select(ctx: ALContext, model: nn.Module, state: LabelState, n: int
     ac = ctx.cfg.active
     path = ctx.work_dir(n) / "scores.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    scan = scan_pool(model, ctx.pool, state, ac.strategy, ac.level, ctx.device,
-                     round_number=n, seed=ctx.cfg.base.seed,
-                     batch_size=ctx.cfg.train.eval_batch_size, mc_samples=ac.mc_samples,
-                     features=needs_features(ac), progress=progress)
-    gen = torch.Generator().manual_seed(ctx.cfg.base.seed * 1_000_003 + n)
-    choice = choose(scan, ctx.pool, state, ac, budget(ctx, ac.budget_per_round), gen)
+    choice, scan, seconds = select_round(model, ctx.pool, state, ctx.cfg,
+                                         budget(ctx, ac.budget_per_round), n, ctx.device,
+                                         progress)
     write_scores(path, choice.rows(ctx.pool, n, ac.strategy))
-    seconds = time.perf_counter() - start
     return _checked(choice.selection, scan.units, "active.budget_per_round"), path, seconds
-
-
-def needs_features(ac: ActiveConfig) -> bool:
-    """Whether selection uses image features / class shares beyond the scores."""
-    return (ac.diversity == "cluster" or ac.dedup_similarity is not None
-            or ac.class_balance == "rarity")
 
 
 def simulate_labels(ctx: ALContext, selection: Selection) -> dict[int, np.ndarray]:

@@ -25,6 +25,8 @@ def rounds_table(rounds: Sequence[RoundInfo], class_names: Sequence[str]) -> lis
             continue
         row = {k: m.get(k) for k in COLUMNS}
         row["round"] = r.number
+        if m.get("random_miou") is not None:
+            row["random_miou"] = m["random_miou"]
         row["tag"] = r.tag
         iou = m.get("iou") or {}
         row.update({f"iou_{c}": iou.get(c) for c in class_names})
@@ -43,6 +45,12 @@ def markdown_summary(rows: Sequence[dict[str, Any]], title: str, plot: Path | No
     text = (f"# {title}\n\nAfter round {last['round']}: mIoU {last['miou']:.4f} with "
             f"{100 * last['pixel_fraction']:.2f}% of the pool's pixels labelled "
             f"({last['labelled_images']} images touched).\n\n{head}{body}")
+    compared = [r for r in rows if r.get("random_miou") is not None]
+    if compared:
+        c = compared[-1]
+        text += (f"\nRandom selection at the same budget as round {c['round']}: mIoU "
+                 f"{c['random_miou']:.4f}; this loop: {c['miou']:.4f} "
+                 f"({c['miou'] - c['random_miou']:+.4f}).\n")
     if plot is not None:
         text += f"\nCurve: `{plot}`\n"
     return text
@@ -59,7 +67,13 @@ def plot_curve(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     for ax, key, label in ((axes[0], "pixel_fraction", "labelled pixels (% of pool)"),
                            (axes[1], "image_fraction", "images touched (% of pool)")):
         xs = [100 * r[key] for r in rows]
-        ax.plot(xs, [r["miou"] for r in rows], marker="o")
+        ax.plot(xs, [r["miou"] for r in rows], marker="o", label="this loop")
+        rand = [(x, r["random_miou"]) for r, x in zip(rows, xs, strict=True)
+                if r.get("random_miou") is not None]
+        if rand:
+            ax.plot(*zip(*rand, strict=True), marker="x", ls="", ms=9, color="C3",
+                    label="random selection, same budget")
+            ax.legend(fontsize=8)
         for r, x in zip(rows, xs, strict=True):
             ax.annotate(f"r{r['round']}", (x, r["miou"]), textcoords="offset points",
                         xytext=(4, -10), fontsize=8)
@@ -81,7 +95,7 @@ def write_reports(rows: Sequence[dict[str, Any]], out_dir: Path, title: str) -> 
     _atomic_text(paths["metrics"], json.dumps(last, indent=2, default=str) + "\n")
     tmp = paths["rounds"].with_name(".rounds.csv.tmp")
     with tmp.open("w", newline="") as fh:
-        fields = list(rows[0]) if rows else list(COLUMNS)
+        fields = list(dict.fromkeys(k for row in rows for k in row)) or list(COLUMNS)
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
