@@ -14,10 +14,13 @@ Protocol (fixed; every recipe gets the same treatment):
   dominant ground-truth class (Cai et al.), one click per region.
 - Recipes (``RECIPES``): ``random`` (random start and picks) and the strategies, each with
   the library's defaults (TypiClust start, Cluster-Margin diversity, near-duplicate
-  suppression, rarity class weights, semi-supervision on the pool; at region level also
-  region growing, at most 4 regions per image per round). ``random`` trains with the same
-  recipe (semi-supervision and growing included), so the comparison isolates selection.
-  ``abl/...`` recipes switch components off for the ablation.
+  suppression, rarity class weights; at region level also region growing and at most 4
+  regions per image per round). ``random`` trains with the same recipe (growing included),
+  so the comparison isolates selection. ``abl/...`` recipes add one component at a time
+  (``abl/topk``: random start, top-k entropy; ``abl/+diversity``; ``abl/+class-balance``;
+  ``entropy`` adds growing at region level; ``abl/+semi`` adds semi-supervision on the
+  pool, with ``abl/random+semi`` as its random counterpart; ``abl/topk-warm-start`` is the
+  old unfair schedule: 300 warm-started steps per round).
 - Seeds 0, 1, 2 (``--seeds``); each point is saved as soon as it exists, every trained model
   is cached under ``benchmarks/.cache/al_camvid`` so a killed run resumes mid-chain.
 
@@ -68,7 +71,7 @@ IGNORE = CAMVID.ignore_index
 
 OFF = {"initial_strategy": "random", "diversity": "none", "dedup_similarity": None,
        "class_balance": "none"}
-NO_SEMI = {"semi": {"enabled": False}}
+SEMI = {"semi": {"enabled": True}}
 RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # name: (active overrides, train overrides); the rest are the library's defaults
     "random": ({"strategy": "random", "initial_strategy": "random"}, {}),
@@ -78,22 +81,20 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "bald": ({"strategy": "bald"}, {}),
     "badge": ({"strategy": "badge"}, {}),
     "typiclust": ({"strategy": "typiclust"}, {}),
-    # ablation: components switched off (entropy = everything on)
-    "abl/random-supervised": ({"strategy": "random", "initial_strategy": "random",
-                               "region": {"grow": False}}, NO_SEMI),
-    "abl/topk-supervised": ({"strategy": "entropy", **OFF,
-                             "region": {"grow": False, "max_per_image": None}},
-                            {**NO_SEMI, "label_sampling": "image"}),
+    # ablation, adding one component at a time (entropy = the defaults)
     "abl/topk-warm-start": ({"strategy": "entropy", **OFF, "warm_start_steps": 300,
                              "region": {"grow": False, "max_per_image": None}},
-                            {**NO_SEMI, "label_sampling": "image"}),
+                            {"label_sampling": "image"}),
+    "abl/topk": ({"strategy": "entropy", **OFF,
+                  "region": {"grow": False, "max_per_image": None}},
+                 {"label_sampling": "image"}),
     "abl/+diversity": ({"strategy": "entropy", "class_balance": "none",
-                        "region": {"grow": False}}, NO_SEMI),
-    "abl/+class-balance": ({"strategy": "entropy", "region": {"grow": False}}, NO_SEMI),
-    "abl/+growing": ({"strategy": "entropy"}, NO_SEMI),
-    "abl/+semi-no-growing": ({"strategy": "entropy", "region": {"grow": False}}, {}),
+                        "region": {"grow": False}}, {}),
+    "abl/+class-balance": ({"strategy": "entropy", "region": {"grow": False}}, {}),
+    "abl/+semi": ({"strategy": "entropy"}, SEMI),
+    "abl/random+semi": ({"strategy": "random", "initial_strategy": "random"}, SEMI),
 }
-IMAGE_ONLY = {"badge", "typiclust", "abl/+growing", "abl/+semi-no-growing"}
+IMAGE_ONLY = {"badge", "typiclust"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -109,7 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", nargs="*", default=None,
                    help="parts: full, image/<recipe>, region/<recipe>")
     p.add_argument("--quick", action="store_true",
-                   help="1 seed, 60 pool images, 150 steps: checks the script runs")
+                   help="1 seed, 60 pool images, a small U-Net for 150 steps: checks the script runs")
     p.add_argument("--out", default=str(HERE / "results" / "al_camvid.json"))
     p.add_argument("--plot-only", action="store_true", help="redraw the plot from the JSON")
     p.add_argument("--table", action="store_true",
@@ -171,7 +172,7 @@ def run_full(args: argparse.Namespace, pool: Pool, ev: SplitArrays, res: Results
              steps: int) -> None:
     if res.has("full", seed=seed, steps=steps):
         return
-    cfg = recipe_config(args, "image", "abl/random-supervised", seed)
+    cfg = recipe_config(args, "image", "random", seed)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": steps})})
     state = LabelState.empty(pool, IGNORE)
     assert pool.arrays.labels is not None
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     budgets = {"image": IMAGE_BUDGETS, "region": REGION_BUDGETS}
     if args.quick:
-        args.seeds, args.steps, args.curve_steps = (0,), 150, ()
+        args.seeds, args.steps, args.curve_steps, args.model = (0,), 150, (), "unet"
         budgets = {"image": (0.05, 0.20), "region": (0.02, 0.05)}
         if args.out == str(HERE / "results" / "al_camvid.json"):
             out = out.with_name("al_camvid_quick.json")

@@ -315,7 +315,8 @@ class SemiConfig(Section):
     pseudo-labels of an EMA teacher on a weak view, learnt on a CutMix + colour-jitter
     view. Pseudo-labels are never counted as labelled pixels or cost."""
 
-    enabled: bool = Field(True, description="train on the unlabelled pool too")
+    enabled: bool = Field(False, description="train on the unlabelled pool too (about 2x "
+                          "the cost of a step; see the README's measurements)")
     weight: float = Field(1.0, ge=0.0, description="weight of the unlabelled loss")
     threshold: float = Field(0.9, ge=0.0, le=1.0, description="teacher confidence a pixel "
                              "needs to be learnt from")

@@ -14,13 +14,15 @@ from segloop.data.parquet import read_table
 from segloop.data.schemas import LABEL_ROUND, SCORES
 
 
-def al_config(tmp_path: Path, root: Path, name: str, **active: Any) -> Config:
+def al_config(tmp_path: Path, root: Path, name: str, train: dict[str, Any] | None = None,
+              **active: Any) -> Config:
     return parse_config({
         "base": {"seed": 1, "paths": {"workspace": str(tmp_path / name / "ws"),
                                       "dvc_remote": str(tmp_path / name / "remote"),
                                       "reports": str(tmp_path / name / "reports")}},
         "data": {"root": str(root)},
-        "train": {"model": "unet", "width": 4, "depth": 2, "steps": 4, "batch_size": 2},
+        "train": {"model": "unet", "width": 4, "depth": 2, "steps": 4, "batch_size": 2,
+                  **(train or {})},
         "active": {"image_size": [24, 32], "rounds": 2, "initial_fraction": 0.2,
                    "budget_per_round": 0.2, "strategy": "entropy", **active},
     })
@@ -116,17 +118,27 @@ def test_region_level_round_labels_only_selected_regions(
 ) -> None:
     from flows.active_learning import active_learning_flow
 
-    cfg = al_config(tmp_path, camvid_root, "r", level="region", rounds=1, strategy="uig",
-                    initial_fraction=0.05, budget_per_round=0.05, annotator="dominant",
-                    region={"n_segments": 12})
+    # semi-supervision, region growing (a default) and the random baseline on the way
+    cfg = al_config(tmp_path, camvid_root, "r", train={"semi": {"enabled": True,
+                                                                 "start_fraction": 0.0}},
+                    level="region", rounds=1, strategy="uig", initial_fraction=0.05,
+                    budget_per_round=0.05, annotator="dominant", compare_random=True,
+                    region={"n_segments": 12, "max_per_image": 2, "grow_at": [0.5]})
     result = active_learning_flow(config=cfg)
     assert [r["round"] for r in result.rounds] == [0, 1]
     pool_pixels = 10 * 24 * 32
     for row in result.rounds:
         assert row["labelled_pixels"] <= 0.05 * pool_pixels * (row["round"] + 1)
         assert row["clicks"] > 0
-    units = _rounds(tmp_path / "r/ws")[1]["units"]
+    assert "random_miou" not in result.rounds[0] and 0 <= result.rounds[1]["random_miou"] <= 1
+    rounds = _rounds(tmp_path / "r/ws")
+    units = rounds[1]["units"]
     assert units and all(region >= 0 for _, region in units)
+    for r in rounds:  # at most 2 regions of one image per round
+        per_image = [image for image, _ in r["units"]]
+        assert max(per_image.count(i) for i in per_image) <= 2
+    summary = (tmp_path / "r/reports/active_learning/metrics.json").read_text()
+    assert "random_miou" in summary
 
 
 def test_rounds_per_run_stops_early_and_the_next_run_goes_on(

@@ -106,9 +106,10 @@ def choose(scan: PoolScan, pool: Pool, state: LabelState, ac: ActiveConfig, budg
         ordered = [units[i] for i in picks] + [u for k, u in enumerate(units)
                                                if k not in set(picks)]
         return _finish(ordered, units, budget, cap, raw, weight, cluster, ac, keep=True)
-    assert scan.features is not None
-    x = normalise(scan.features)
+    x = normalise(scan.features) if scan.features is not None else None
     if kind == "typiclust":
+        if x is None:
+            raise ValueError("TypiClust needs image features: scan the pool with features")
         n = expected_picks(units, budget)
         n_images = n if level == "image" else math.ceil(n / (cap or 1))
         picks, clusters, typ = typiclust(x, torch.from_numpy(state.image_queried()),
@@ -136,6 +137,8 @@ def choose(scan: PoolScan, pool: Pool, state: LabelState, ac: ActiveConfig, budg
                  for u in units]
     ordered = sorted(units, key=lambda u: (-u.score, u.image_index, u.region_id))
     if ac.diversity == "cluster" and ordered:
+        if x is None:
+            raise ValueError("diversity 'cluster' needs image features: scan with features")
         picks = expected_picks(ordered, budget)
         n_images = picks if level == "image" else math.ceil(picks / (cap or 1))
         k = max(1, min(n_images, x.shape[0]))
