@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from al_camvid_report import Results, markdown_table, plot  # noqa: E402
+from al_camvid_report import Results, markdown_table, plot, summarize  # noqa: E402
 
 from segloop.active.fit import fit_round, initial_choice, select_round  # noqa: E402
 from segloop.active.loop import simulated_labels, training_recipe  # noqa: E402
@@ -110,7 +110,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", nargs="*", default=None,
                    help="parts: full, image/<recipe>, region/<recipe>")
     p.add_argument("--quick", action="store_true",
-                   help="1 seed, 60 pool images, a small U-Net for 150 steps: checks the script runs")
+                   help="1 seed, 60 pool images, a small U-Net for 150 steps: checks that "
+                   "the script runs")
     p.add_argument("--out", default=str(HERE / "results" / "al_camvid.json"))
     p.add_argument("--plot-only", action="store_true", help="redraw the plot from the JSON")
     p.add_argument("--table", action="store_true",
@@ -252,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     protocol.update(image_budgets=list(budgets["image"]),
                     region_budgets=list(budgets["region"]), pool_limit=60 if args.quick else None)
     res = Results(out, protocol)
-    if args.plot_only or args.table:
-        res.save()
+    if args.plot_only or args.table:  # read only: a running benchmark may own the JSON
+        res.data.update(summarize(res.data))
         plot(res.data, out.with_suffix(".png"))
         if args.table:
             print(markdown_table(res.data))

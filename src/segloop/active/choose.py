@@ -103,8 +103,9 @@ def choose(scan: PoolScan, pool: Pool, state: LabelState, ac: ActiveConfig, budg
         units = [replace(u, score=float(n)) for u, n in zip(units, norms.tolist(), strict=True)]
         picks = kmeans_pp(g, expected_picks(units, budget), generator,
                           first=int(norms.argmax()) if len(units) else None)
+        chosen = set(picks)
         ordered = [units[i] for i in picks] + [u for k, u in enumerate(units)
-                                               if k not in set(picks)]
+                                               if k not in chosen]
         return _finish(ordered, units, budget, cap, raw, weight, cluster, ac, keep=True)
     x = normalise(scan.features) if scan.features is not None else None
     if kind == "typiclust":

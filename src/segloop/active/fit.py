@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from segloop.active.acquisition import STRATEGIES
 from segloop.active.choose import Choice, choose
 from segloop.active.features import thumbnails
 from segloop.active.grow import region_grower
@@ -57,7 +58,10 @@ def fit_round(pool: Pool, state: LabelState, labels: np.ndarray, cfg: Config, se
 
 
 def needs_features(ac: ActiveConfig) -> bool:
-    """Whether selection uses image features / class shares beyond the scores."""
+    """Whether selection uses image features / class shares beyond the scores (random
+    selection never does: it needs no model at all)."""
+    if STRATEGIES[ac.strategy].kind == "random":
+        return False
     return (ac.diversity == "cluster" or ac.dedup_similarity is not None
             or ac.class_balance == "rarity")
 
