@@ -28,7 +28,7 @@ from segloop.active.acquisition import STRATEGIES
 from segloop.active.diversity import kmeans, kmeans_pp, near_duplicates, round_robin, typiclust
 from segloop.active.features import normalise
 from segloop.active.pool import Pool
-from segloop.active.scoring import PoolScan
+from segloop.active.scoring import PoolScan, score_row
 from segloop.active.selection import Budget, Selection, Unit, select
 from segloop.active.state import LabelState
 from segloop.config import ActiveConfig
@@ -49,17 +49,11 @@ class Choice:
 
     def rows(self, pool: Pool, round_number: int, strategy: str) -> list[dict[str, object]]:
         """Rows of the ``scores`` table, one per candidate unit."""
-        out = []
-        for u in self.units:
-            key = (u.image_index, u.region_id)
-            out.append({"round": round_number, "image_id": pool.arrays.image_ids[u.image_index],
-                        "region_id": u.region_id, "strategy": strategy,
-                        "score": float(u.score), "pixels": u.pixels,
-                        "pred_class": u.pred_class,
-                        "uncertainty": self.uncertainty.get(key),
-                        "class_weight": self.weight.get(key),
-                        "cluster": self.cluster.get(key, -1)})
-        return out
+        return [{**score_row(round_number, pool, u, strategy),
+                 "uncertainty": self.uncertainty.get((u.image_index, u.region_id)),
+                 "class_weight": self.weight.get((u.image_index, u.region_id)),
+                 "cluster": self.cluster.get((u.image_index, u.region_id), -1)}
+                for u in self.units]
 
 
 def rarity_weights(class_fractions: torch.Tensor) -> torch.Tensor:
@@ -106,7 +100,7 @@ def choose(scan: PoolScan, pool: Pool, state: LabelState, ac: ActiveConfig, budg
         chosen = set(picks)
         ordered = [units[i] for i in picks] + [u for k, u in enumerate(units)
                                                if k not in chosen]
-        return _finish(ordered, units, budget, cap, raw, weight, cluster, ac, keep=True)
+        return _finish(ordered, units, budget, cap, raw, weight, cluster, ac)
     x = normalise(scan.features) if scan.features is not None else None
     if kind == "typiclust":
         if x is None:
@@ -125,7 +119,7 @@ def choose(scan: PoolScan, pool: Pool, state: LabelState, ac: ActiveConfig, budg
         ordered = [final[(u.image_index, u.region_id)] for u in first] + sorted(
             (u for u in units if u.image_index not in rank),
             key=lambda u: (-u.score, u.image_index, u.region_id))
-        return _finish(ordered, units, budget, cap, raw, weight, cluster, ac, keep=True)
+        return _finish(ordered, units, budget, cap, raw, weight, cluster, ac)
     if ac.class_balance == "rarity" and scan.class_fractions is not None:
         w_c = rarity_weights(scan.class_fractions)
         for u in units:
@@ -149,13 +143,13 @@ def choose(scan: PoolScan, pool: Pool, state: LabelState, ac: ActiveConfig, budg
         unit_clusters = torch.tensor([cluster[(u.image_index, u.region_id)] for u in top])
         order = round_robin(list(range(len(top))), unit_clusters)
         ordered = [top[i] for i in order] + ordered[len(top):]
-    return _finish(ordered, units, budget, cap, raw, weight, cluster, ac, keep=True, x=x,
+    return _finish(ordered, units, budget, cap, raw, weight, cluster, ac, x=x,
                    state=state)
 
 
 def _finish(ordered: list[Unit], units: list[Unit], budget: Budget, cap: int | None,
             raw: dict[tuple[int, int], float], weight: dict[tuple[int, int], float],
-            cluster: dict[tuple[int, int], int], ac: ActiveConfig, keep: bool = True,
+            cluster: dict[tuple[int, int], int], ac: ActiveConfig,
             x: torch.Tensor | None = None, state: LabelState | None = None) -> Choice:
     if (x is not None and state is not None and ac.dedup_similarity is not None
             and ac.level == "image"):
@@ -167,6 +161,6 @@ def _finish(ordered: list[Unit], units: list[Unit], budget: Budget, cap: int | N
         ordered = ([u for u in reach if u.image_index not in dup] + ordered[len(reach):]
                    + [u for u in reach if u.image_index in dup])
     balanced = ac.class_balance == "round_robin"
-    selection = select(ordered, budget, balanced, keep_order=keep and not balanced,
+    selection = select(ordered, budget, balanced, keep_order=not balanced,
                        max_per_image=cap)
     return Choice(selection, units, raw, weight, cluster)

@@ -35,7 +35,8 @@ from segloop.data.schemas import SCORES
 from segloop.train.loop import iter_probs
 
 
-def _row(round_number: int, pool: Pool, u: Unit, strategy: str) -> dict[str, object]:
+def score_row(round_number: int, pool: Pool, u: Unit, strategy: str) -> dict[str, object]:
+    """The ``scores`` table columns every candidate has (v1 columns)."""
     return {"round": round_number, "image_id": pool.arrays.image_ids[u.image_index],
             "region_id": u.region_id, "strategy": strategy, "score": float(u.score),
             "pixels": u.pixels, "pred_class": u.pred_class}
@@ -91,7 +92,7 @@ def score_pool(model: nn.Module | None, pool: Pool, state: LabelState, strategy:
                      seed=seed, batch_size=batch_size, mc_samples=mc_samples,
                      progress=progress)
     if table_path is not None:
-        write_scores(table_path, [_row(round_number, pool, u, strategy) for u in scan.units])
+        write_scores(table_path, [score_row(round_number, pool, u, strategy) for u in scan.units])
     return scan.units
 
 
