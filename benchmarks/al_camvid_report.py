@@ -72,6 +72,8 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
             "relative_to_full": statistics.mean(vals) / full_miou if full_miou else None,
             "train_seconds_mean": statistics.mean(p["train_seconds"] for p in pts),
             "score_seconds_mean": _mean_or_none([p.get("score_seconds") for p in pts]),
+            # labelled pool images filmed within 10 s of the evaluation clip
+            "images_near_eval_mean": _mean_or_none([p.get("images_near_eval") for p in pts]),
         })
     curve = sorted(({"steps": f["steps"], "miou": f["miou"]} for f in data["full"]
                     if f["seed"] == min(x["seed"] for x in data["full"])),
@@ -192,7 +194,9 @@ def markdown_table(data: dict[str, Any]) -> str:
                     continue
                 rel = (f" ({100 * c['relative_to_reference']:.0f}%)"
                        if c.get("relative_to_reference") else "")
-                cells.append(f"{c['miou_mean']:.3f} +- {c['miou_std']:.3f}{rel}")
+                near = c.get("images_near_eval_mean")
+                near_s = "" if near is None or level != "image" else f", {near:g} near val"
+                cells.append(f"{c['miou_mean']:.3f} +- {c['miou_std']:.3f}{rel}{near_s}")
             reach = data["to95"].get(f"{level}/{strategy}")
             cells.append("-" if reach is None else f"{100 * reach:.1f}%")
             n = max(len(c["seeds"]) for c in row.values())

@@ -388,8 +388,13 @@ class ActiveConfig(Section):
     eval_split: str = "val"
     image_size: tuple[int, int] | None = Field(
         (96, 128), description="working (height, width); null = the images' own size")
-    pool_limit: int | None = Field(None, ge=1, description="use only the first N pool images")
-    eval_limit: int | None = Field(None, ge=1)
+    pool_limit: int | None = Field(None, ge=1, description="use only N pool images: the "
+                                   "first N, or N spread evenly (limit_spread)")
+    eval_limit: int | None = Field(None, ge=1, description="the same for the evaluation split")
+    limit_spread: bool = Field(
+        False, description="pool_limit / eval_limit take N images evenly spaced over the "
+        "split's order instead of the first N (on video frames, the first N are often one "
+        "sequence)")
     level: Literal["image", "region"] = "image"
     strategy: Literal["random", "entropy", "margin", "least_confidence", "uig", "uig_pixel",
                       "bald", "badge", "typiclust"] = "uig"
@@ -398,10 +403,12 @@ class ActiveConfig(Section):
         "thumbnails (typical images of distinct clusters; Hacohen et al. 2022)")
     initial_fraction: float = Field(
         0.02, gt=0, le=1, description="round 0: of images (image level) or pixels")
-    diversity: Literal["none", "cluster"] = Field(
+    diversity: Literal["none", "cluster", "coverage"] = Field(
         "cluster", description="cluster: Cluster-Margin (Citovsky et al. 2021): the most "
         "uncertain candidates, taken round-robin over k-means clusters of the model's image "
-        "features; none: top-k by score")
+        "features; coverage: TypiClust's clusters (labelled + picked images many), the "
+        "most uncertain member of each, clusters with the fewest labelled images and the "
+        "most members first; none: top-k by score")
     candidates: float = Field(10.0, ge=1.0, description="cluster: candidates per pick "
                               "(the top candidates x picks units by score)")
     dedup_similarity: float | None = Field(

@@ -63,8 +63,9 @@ def test_top_k_uncertainty_picks_copies_of_one_scene(pool_state) -> None:
     assert _scenes(_pick(pool_state, _ac()).selection) == [0, 0, 0, 0]
 
 
-@pytest.mark.parametrize("ac", [_ac(diversity="cluster"), _ac(dedup_similarity=0.95)],
-                         ids=["cluster", "dedup"])
+@pytest.mark.parametrize("ac", [_ac(diversity="cluster"), _ac(diversity="coverage"),
+                                _ac(dedup_similarity=0.95)],
+                         ids=["cluster", "coverage", "dedup"])
 def test_diversity_never_picks_two_copies(pool_state, ac: ActiveConfig) -> None:
     choice = _pick(pool_state, ac)
     assert sorted(_scenes(choice.selection)) == [0, 1, 2, 3]
@@ -113,3 +114,16 @@ def test_rows_record_clusters_and_badge_is_image_level(pool_state) -> None:
     with pytest.raises(ConfigError, match="active.level: image"):
         choose(_scan(pool), pool, state, _ac(level="region"), Budget(units=1),
                torch.Generator().manual_seed(0), strategy="badge")
+
+
+def test_coverage_goes_to_uncovered_scenes_first(pool_state) -> None:
+    pool, state = pool_state
+    # scenes 0 and 1 (the most uncertain) already have labelled copies: one, and two
+    for i in (1, COPIES + 1, COPIES + 2):
+        state.apply(pool, i, [-1], np.zeros((4, 4), dtype=np.uint8))
+    choice = choose(_scan(pool), pool, state, _ac(diversity="coverage"), Budget(units=3),
+                    torch.Generator().manual_seed(0))
+    scenes = _scenes(choice.selection)
+    # the two uncovered scenes first (each by its most uncertain copy), then scene 0
+    assert sorted(scenes[:2]) == [2, 3] and scenes[2] == 0
+    assert all(u.image_index % COPIES == 0 for u in choice.selection.units)

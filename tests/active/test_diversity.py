@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from segloop.active.diversity import (
+    coverage_clusters,
     kmeans,
     kmeans_pp,
     near_duplicates,
@@ -69,6 +70,23 @@ def test_round_robin_visits_small_clusters_first() -> None:
     clusters = torch.tensor([0, 0, 0, 1, 2, 2])
     # candidates best first: 0, 1, 2 (cluster 0), 3 (cluster 1), 4, 5 (cluster 2)
     assert round_robin([0, 1, 2, 3, 4, 5], clusters) == [3, 4, 0, 5, 1, 2]
+
+
+def test_round_robin_follows_a_given_turn() -> None:
+    clusters = torch.tensor([0, 0, 0, 1, 2, 2])
+    assert round_robin([0, 1, 2, 3, 4, 5], clusters, turn=[0, 2]) == [0, 4, 3, 1, 5, 2]
+
+
+def test_coverage_clusters_visit_uncovered_then_large_clusters() -> None:
+    x, truth = blobs(n_per=6)
+    x = torch.cat([x, x[truth == 2][:3]])  # blob 2 gets 3 more members (9)
+    truth = torch.cat([truth, torch.full((3,), 2)])
+    labelled = torch.zeros(len(x), dtype=torch.bool)
+    labelled[0] = True  # blob 0 covered
+    clusters, turn = coverage_clusters(x, labelled, 2, torch.Generator().manual_seed(0))
+    assert len(turn) == 3
+    blob_of = {int(clusters[i]): int(truth[i]) for i in range(len(x))}
+    assert [blob_of[c] for c in turn] == [2, 1, 0]
 
 
 def test_near_duplicates_against_labelled_and_earlier_picks() -> None:

@@ -25,7 +25,14 @@ from dataclasses import dataclass, replace
 import torch
 
 from segloop.active.acquisition import STRATEGIES
-from segloop.active.diversity import kmeans, kmeans_pp, near_duplicates, round_robin, typiclust
+from segloop.active.diversity import (
+    coverage_clusters,
+    kmeans,
+    kmeans_pp,
+    near_duplicates,
+    round_robin,
+    typiclust,
+)
 from segloop.active.features import normalise
 from segloop.active.pool import Pool
 from segloop.active.scoring import PoolScan, score_row
@@ -131,6 +138,17 @@ def choose(scan: PoolScan, pool: Pool, state: LabelState, ac: ActiveConfig, budg
         units = [replace(u, score=u.score * weight[(u.image_index, u.region_id)])
                  for u in units]
     ordered = sorted(units, key=lambda u: (-u.score, u.image_index, u.region_id))
+    if ac.diversity == "coverage" and ordered:
+        if x is None:
+            raise ValueError("diversity 'coverage' needs image features: scan with features")
+        picks = expected_picks(ordered, budget)
+        n_images = picks if level == "image" else math.ceil(picks / (cap or 1))
+        clusters, turn = coverage_clusters(x, torch.from_numpy(state.image_queried()),
+                                           n_images, generator)
+        cluster = {(u.image_index, u.region_id): int(clusters[u.image_index]) for u in units}
+        unit_clusters = torch.tensor([cluster[(u.image_index, u.region_id)] for u in ordered])
+        ordered = [ordered[i] for i in round_robin(list(range(len(ordered))), unit_clusters,
+                                                   turn)]
     if ac.diversity == "cluster" and ordered:
         if x is None:
             raise ValueError("diversity 'cluster' needs image features: scan with features")

@@ -75,6 +75,22 @@ def typicality(x: torch.Tensor, neighbours: int = 20) -> torch.Tensor:
     return 1.0 / d.topk(k, dim=1, largest=False).values.mean(1).clamp_min(1e-12)
 
 
+def coverage_clusters(x: torch.Tensor, labelled: torch.Tensor, n: int,
+                      generator: torch.Generator, max_clusters: int = 500
+                      ) -> tuple[torch.Tensor, list[int]]:
+    """TypiClust's clustering: all rows into |labelled| + ``n`` k-means clusters, and the
+    order to visit them: fewest labelled rows first, then the larger cluster first.
+
+    ``x`` (N, D), ``labelled`` (N,) bool -> cluster ids (N,) int64, cluster visit order.
+    """
+    k = min(int(labelled.sum()) + n, max_clusters, x.shape[0])
+    clusters = kmeans(x, k, generator)
+    n_clusters = int(clusters.max()) + 1 if clusters.numel() else 0
+    size = torch.bincount(clusters, minlength=n_clusters)
+    covered = torch.bincount(clusters[labelled], minlength=n_clusters)
+    return clusters, sorted(range(n_clusters), key=lambda c: (int(covered[c]), -int(size[c]), c))
+
+
 def typiclust(x: torch.Tensor, labelled: torch.Tensor, n: int, generator: torch.Generator,
               neighbours: int = 20, max_clusters: int = 500) -> tuple[list[int], torch.Tensor,
                                                                        torch.Tensor]:
@@ -86,18 +102,14 @@ def typiclust(x: torch.Tensor, labelled: torch.Tensor, n: int, generator: torch.
     indices (in pick order), the cluster ids (N,) and the typicality (N,) of every row
     within its cluster.
     """
-    k = min(int(labelled.sum()) + n, max_clusters, x.shape[0])
-    clusters = kmeans(x, k, generator)
+    clusters, order = coverage_clusters(x, labelled, n, generator, max_clusters)
+    n_clusters = len(order)
     typ = torch.zeros(x.shape[0])
     for c in torch.unique(clusters).tolist():
         members = torch.nonzero(clusters == c).flatten()
         typ[members] = typicality(x[members], neighbours)
-    n_clusters = int(clusters.max()) + 1 if clusters.numel() else 0
-    size = torch.bincount(clusters, minlength=n_clusters)
-    covered = torch.bincount(clusters[labelled], minlength=n_clusters)
     picked: list[int] = []
     used: set[int] = set()
-    order = sorted(range(n_clusters), key=lambda c: (int(covered[c]), -int(size[c]), c))
     while len(picked) < n:
         progress = False
         for c in order:
@@ -118,14 +130,19 @@ def typiclust(x: torch.Tensor, labelled: torch.Tensor, n: int, generator: torch.
     return picked, clusters, typ
 
 
-def round_robin(order: list[int], clusters: torch.Tensor) -> list[int]:
+def round_robin(order: list[int], clusters: torch.Tensor,
+                turn: list[int] | None = None) -> list[int]:
     """Cluster-Margin's sampling: visit clusters from the smallest (among ``order``'s
-    members) up, taking each cluster's next best candidate in turn. ``order`` lists
-    candidate indices best first; the result is a permutation of it."""
+    members) up, or in ``turn``'s order of cluster ids, taking each cluster's next best
+    candidate in turn. ``order`` lists candidate indices best first; the result is a
+    permutation of it."""
     queues: dict[int, list[int]] = {}
     for i in order:
         queues.setdefault(int(clusters[i]), []).append(i)
-    turn = sorted(queues, key=lambda c: (len(queues[c]), c))
+    if turn is None:
+        turn = sorted(queues, key=lambda c: (len(queues[c]), c))
+    else:
+        turn = [c for c in turn if c in queues] + sorted(set(queues) - set(turn))
     out: list[int] = []
     depth = 0
     while len(out) < len(order):

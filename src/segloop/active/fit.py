@@ -62,7 +62,7 @@ def needs_features(ac: ActiveConfig) -> bool:
     selection never does: it needs no model at all)."""
     if STRATEGIES[ac.strategy].kind == "random":
         return False
-    return (ac.diversity == "cluster" or ac.dedup_similarity is not None
+    return (ac.diversity != "none" or ac.dedup_similarity is not None
             or ac.class_balance == "rarity")
 
 

@@ -8,6 +8,7 @@ per pool image, deterministically, so a resumed run sees the same regions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -16,6 +17,8 @@ from segloop.config import ActiveConfig, Config
 from segloop.data.datasets import open_dataset
 from segloop.errors import ConfigError
 from segloop.train.arrays import SplitArrays, stack_split
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,12 +47,23 @@ class Pool:
         return {image_id: i for i, image_id in enumerate(self.arrays.image_ids)}
 
 
+def limited(items: list[T], limit: int | None, spread: bool) -> list[T]:
+    """``limit`` of ``items``: the first, or (``spread``) item floor(i * n / limit) for
+    i < limit, evenly spaced over the whole list; all of them when ``limit`` is None."""
+    if not limit or limit >= len(items):
+        return items
+    if not spread:
+        return items[:limit]
+    return [items[i * len(items) // limit] for i in range(limit)]
+
+
 def load_split(cfg: Config, root: str, split: str, limit: int | None) -> tuple[SplitArrays,
                                                                             tuple[str, ...]]:
-    """Read (the first ``limit`` images of) a split at ``active.image_size``."""
+    """Read a split (``limit`` of its images: the first, or evenly spread with
+    ``active.limit_spread``) at ``active.image_size``."""
     ds = open_dataset(cfg.data.format, root, split, cfg.data.classes,
                       storage_options=cfg.data.storage_options)
-    samples = list(ds.samples())[:limit] if limit else list(ds.samples())
+    samples = limited(list(ds.samples()), limit, cfg.active.limit_spread)
     size = cfg.active.image_size
     arrays = stack_split((ds.load(s) for s in samples), size, desc=f"loading {split}")
     return arrays, tuple(s.image_url for s in samples)
