@@ -22,7 +22,7 @@ Protocol (fixed; every recipe gets the same treatment):
   pool, with ``abl/random+semi`` as its random counterpart; ``abl/topk-warm-start`` is the
   old unfair schedule: 300 warm-started steps per round); ``entropy-coverage`` swaps
   Cluster-Margin for ``diversity: coverage``.
-- The evaluation clip's neighbours: val is 6.7 s of sequence 0016E5 and the pool holds 17
+- The evaluation clip's neighbours: val is 6.7 s of sequence 0016E5 and the pool holds 18
   frames filmed within 10 s of it. Each point records how many of them are labelled
   (``images_near_eval``): one such frame moves mIoU by up to 0.2 at 5% of the images.
   ``--guard-frames 300`` leaves them out of the pool (results in ``al_camvid_guard.json``),
@@ -119,7 +119,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="parts: full, image/<recipe>, region/<recipe>")
     p.add_argument("--guard-frames", type=int, default=0, metavar="N",
                    help="drop from the pool every image filmed within N frames (30 fps) of "
-                   "an evaluation frame (300: the 17 images of the 10 s around val's clip); "
+                   "an evaluation frame (300: the 18 images of the 10 s around val's clip); "
                    "results go to al_camvid_guard.json")
     p.add_argument("--quick", action="store_true",
                    help="1 seed, 60 pool images, a small U-Net for 150 steps: checks that "
