@@ -138,28 +138,23 @@ def choose(scan: PoolScan, pool: Pool, state: LabelState, ac: ActiveConfig, budg
         units = [replace(u, score=u.score * weight[(u.image_index, u.region_id)])
                  for u in units]
     ordered = sorted(units, key=lambda u: (-u.score, u.image_index, u.region_id))
-    if ac.diversity == "coverage" and ordered:
+    if ac.diversity != "none" and ordered:
         if x is None:
-            raise ValueError("diversity 'coverage' needs image features: scan with features")
+            raise ValueError(f"diversity {ac.diversity!r} needs image features: scan with "
+                             "features")
         picks = expected_picks(ordered, budget)
         n_images = picks if level == "image" else math.ceil(picks / (cap or 1))
-        clusters, turn = coverage_clusters(x, torch.from_numpy(state.image_queried()),
-                                           n_images, generator)
+        turn: list[int] | None = None
+        if ac.diversity == "coverage":  # every candidate, uncovered large clusters first
+            clusters, turn = coverage_clusters(x, torch.from_numpy(state.image_queried()),
+                                               n_images, generator)
+            top = ordered
+        else:  # cluster: the best candidates x picks, smallest cluster first
+            clusters = kmeans(x, max(1, min(n_images, x.shape[0])), generator)
+            top = ordered[: max(picks, int(math.ceil(ac.candidates * picks)))]
         cluster = {(u.image_index, u.region_id): int(clusters[u.image_index]) for u in units}
-        unit_clusters = torch.tensor([cluster[(u.image_index, u.region_id)] for u in ordered])
-        ordered = [ordered[i] for i in round_robin(list(range(len(ordered))), unit_clusters,
-                                                   turn)]
-    if ac.diversity == "cluster" and ordered:
-        if x is None:
-            raise ValueError("diversity 'cluster' needs image features: scan with features")
-        picks = expected_picks(ordered, budget)
-        n_images = picks if level == "image" else math.ceil(picks / (cap or 1))
-        k = max(1, min(n_images, x.shape[0]))
-        clusters = kmeans(x, k, generator)
-        top = ordered[: max(picks, int(math.ceil(ac.candidates * picks)))]
-        cluster = {(u.image_index, u.region_id): int(clusters[u.image_index]) for u in units}
-        unit_clusters = torch.tensor([cluster[(u.image_index, u.region_id)] for u in top])
-        order = round_robin(list(range(len(top))), unit_clusters)
+        unit_clusters = torch.tensor([int(clusters[u.image_index]) for u in top])
+        order = round_robin(list(range(len(top))), unit_clusters, turn)
         ordered = [top[i] for i in order] + ordered[len(top):]
     return _finish(ordered, units, budget, cap, raw, weight, cluster, ac, x=x,
                    state=state)
