@@ -20,8 +20,8 @@ Protocol (fixed; every recipe gets the same treatment):
   (``abl/topk``: random start, top-k entropy; ``abl/+diversity``; ``abl/+class-balance``;
   ``entropy`` adds growing at region level; ``abl/+semi`` adds semi-supervision on the
   pool, with ``abl/random+semi`` as its random counterpart; ``abl/topk-warm-start`` is the
-  old unfair schedule: 300 warm-started steps per round); ``entropy-coverage`` swaps
-  Cluster-Margin for ``diversity: coverage``.
+  old unfair schedule: 300 warm-started steps per round); ``entropy-coverage`` and
+  ``entropy-stratified`` swap Cluster-Margin for ``diversity: coverage`` / ``stratified``.
 - The evaluation clip's neighbours: val is 6.7 s of sequence 0016E5 and the pool holds 18
   frames filmed within 10 s of it. Each point records how many of them are labelled
   (``images_near_eval``): one such frame moves mIoU by up to 0.2 at 5% of the images.
@@ -89,6 +89,7 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "badge": ({"strategy": "badge"}, {}),
     "typiclust": ({"strategy": "typiclust"}, {}),
     "entropy-coverage": ({"strategy": "entropy", "diversity": "coverage"}, {}),
+    "entropy-stratified": ({"strategy": "entropy", "diversity": "stratified"}, {}),
     # ablation, adding one component at a time (entropy = the defaults)
     "abl/topk-warm-start": ({"strategy": "entropy", **OFF, "warm_start_steps": 300,
                              "region": {"grow": False, "max_per_image": None}},

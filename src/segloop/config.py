@@ -403,12 +403,14 @@ class ActiveConfig(Section):
         "thumbnails (typical images of distinct clusters; Hacohen et al. 2022)")
     initial_fraction: float = Field(
         0.02, gt=0, le=1, description="round 0: of images (image level) or pixels")
-    diversity: Literal["none", "cluster", "coverage"] = Field(
+    diversity: Literal["none", "cluster", "coverage", "stratified"] = Field(
         "cluster", description="cluster: Cluster-Margin (Citovsky et al. 2021): the most "
         "uncertain candidates, taken round-robin over k-means clusters of the model's image "
         "features; coverage: TypiClust's clusters (labelled + picked images many), the "
         "most uncertain member of each, clusters with the fewest labelled images and the "
-        "most members first; none: top-k by score")
+        "most members first; stratified: the same clusters, each given picks in "
+        "proportion to its size (less what it has labelled), filled by its most uncertain "
+        "members; none: top-k by score")
     candidates: float = Field(10.0, ge=1.0, description="cluster: candidates per pick "
                               "(the top candidates x picks units by score)")
     dedup_similarity: float | None = Field(

@@ -64,8 +64,8 @@ def test_top_k_uncertainty_picks_copies_of_one_scene(pool_state) -> None:
 
 
 @pytest.mark.parametrize("ac", [_ac(diversity="cluster"), _ac(diversity="coverage"),
-                                _ac(dedup_similarity=0.95)],
-                         ids=["cluster", "coverage", "dedup"])
+                                _ac(diversity="stratified"), _ac(dedup_similarity=0.95)],
+                         ids=["cluster", "coverage", "stratified", "dedup"])
 def test_diversity_never_picks_two_copies(pool_state, ac: ActiveConfig) -> None:
     choice = _pick(pool_state, ac)
     assert sorted(_scenes(choice.selection)) == [0, 1, 2, 3]
@@ -127,3 +127,21 @@ def test_coverage_goes_to_uncovered_scenes_first(pool_state) -> None:
     # the two uncovered scenes first (each by its most uncertain copy), then scene 0
     assert sorted(scenes[:2]) == [2, 3] and scenes[2] == 0
     assert all(u.image_index % COPIES == 0 for u in choice.selection.units)
+
+
+def test_stratified_follows_scene_sizes(pool_state) -> None:
+    pool, state = pool_state
+    scan = _scan(pool)
+    # scene 3 (the least uncertain) is 3x as common: its copies become 15 of 30 images
+    feats = torch.cat([scan.features, scan.features[-COPIES:].repeat(2, 1)])
+    big = _pool(n=len(pool) + 2 * COPIES)
+    units = scan.units + [Unit(len(pool) + i, -1, 16, 0.5 - 0.001 * i, 3)
+                          for i in range(2 * COPIES)]
+    choice = choose(PoolScan(units, feats, None, None), big, LabelState.empty(big, IGNORE),
+                    _ac(diversity="stratified"), Budget(units=6),
+                    torch.Generator().manual_seed(0))
+    # 6 picks over scenes of 5, 5, 5, 15 images: 1, 1, 1, 3; the rest of each scene's
+    # picks are its most uncertain images
+    assert sorted(_scenes(choice.selection)) == [0, 1, 2, 3, 3, 3]
+    assert sorted(u.image_index for u in choice.selection.units
+                  if u.image_index // COPIES == 3) == [15, 16, 17]

@@ -9,6 +9,7 @@ from segloop.active.diversity import (
     kmeans,
     kmeans_pp,
     near_duplicates,
+    proportional_quota,
     round_robin,
     typicality,
     typiclust,
@@ -109,3 +110,17 @@ def test_thumbnails_and_gradient_embedding_shapes() -> None:
     sure = torch.zeros(1, 4, 8, 8)
     sure[:, 2] = 1.0
     assert torch.count_nonzero(gradient_embedding(sure, feats[:1])) == 0
+
+
+def test_proportional_quota_fills_the_largest_deficits() -> None:
+    clusters = torch.tensor([0] * 6 + [1] * 3 + [2] * 3)
+    none = torch.zeros(12, dtype=torch.bool)
+    assert proportional_quota(clusters, none, 4) == [2, 1, 1]  # targets 2, 1, 1
+    two_in_0 = none.clone()
+    two_in_0[:2] = True
+    assert proportional_quota(clusters, two_in_0, 2) == [0, 1, 1]  # targets 2, 1, 1
+    # a tie on deficit and size goes to the smaller id; never more than a cluster's free rows
+    assert proportional_quota(torch.tensor([0] * 5 + [1] * 5), torch.zeros(10, dtype=bool),
+                              1) == [1, 0]
+    full = torch.tensor([True] * 5 + [False] * 6 + [True])
+    assert proportional_quota(clusters, full, 10) == [1, 3, 2]  # only 1 + 3 + 2 rows are free

@@ -7,7 +7,9 @@ Order of operations for the uncertainty strategies (docs: README, "Active learni
    class shares, a region its dominant predicted class);
 2. ``diversity: cluster`` (Cluster-Margin, Citovsky et al. 2021): the ``candidates`` x picks
    best units, visited round-robin over k-means clusters of the images' features from the
-   smallest cluster up;
+   smallest cluster up; ``coverage``: every unit, round-robin over TypiClust's clusters,
+   uncovered large clusters first; ``stratified``: the same clusters, each given picks in
+   proportion to its size (minus what it already has labelled), filled with its best units;
 3. near-duplicate suppression (image level): an image too similar to a labelled or
    already-picked one is skipped;
 4. the budget: greedy in that order, at most ``region.max_per_image`` regions per image.
@@ -30,6 +32,7 @@ from segloop.active.diversity import (
     kmeans,
     kmeans_pp,
     near_duplicates,
+    proportional_quota,
     round_robin,
     typiclust,
 )
@@ -145,10 +148,24 @@ def choose(scan: PoolScan, pool: Pool, state: LabelState, ac: ActiveConfig, budg
         picks = expected_picks(ordered, budget)
         n_images = picks if level == "image" else math.ceil(picks / (cap or 1))
         turn: list[int] | None = None
+        labelled = torch.from_numpy(state.image_queried())
         if ac.diversity == "coverage":  # every candidate, uncovered large clusters first
-            clusters, turn = coverage_clusters(x, torch.from_numpy(state.image_queried()),
-                                               n_images, generator)
+            clusters, turn = coverage_clusters(x, labelled, n_images, generator)
             top = ordered
+        elif ac.diversity == "stratified":  # each cluster's quota of its best candidates
+            clusters, _ = coverage_clusters(x, labelled, n_images, generator)
+            quota = proportional_quota(clusters, labelled, n_images)
+            per_image = max(1, picks // max(1, n_images))
+            taken = [0] * len(quota)
+            top = []
+            for u in ordered:
+                c = int(clusters[u.image_index])
+                if taken[c] < quota[c] * per_image:
+                    taken[c] += 1
+                    top.append(u)
+            chosen = {(u.image_index, u.region_id) for u in top}
+            ordered = top + [u for u in ordered if (u.image_index, u.region_id) not in chosen]
+            turn = sorted(range(len(quota)), key=lambda c: (-quota[c], c))
         else:  # cluster: the best candidates x picks, smallest cluster first
             clusters = kmeans(x, max(1, min(n_images, x.shape[0])), generator)
             top = ordered[: max(picks, int(math.ceil(ac.candidates * picks)))]

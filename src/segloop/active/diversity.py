@@ -91,6 +91,28 @@ def coverage_clusters(x: torch.Tensor, labelled: torch.Tensor, n: int,
     return clusters, sorted(range(n_clusters), key=lambda c: (int(covered[c]), -int(size[c]), c))
 
 
+def proportional_quota(clusters: torch.Tensor, labelled: torch.Tensor, n: int) -> list[int]:
+    """Picks per cluster so that labelled + picked rows follow the clusters' sizes
+    (stratified sampling): cluster c's target is (|labelled| + n) x size_c / N; the ``n``
+    picks go to the largest remaining deficits (largest remainder, ties: larger cluster,
+    then smaller id), never more than a cluster's unlabelled rows.
+
+    ``clusters`` (N,) int64 ids in [0, K), ``labelled`` (N,) bool -> (K,) quotas summing to
+    min(n, unlabelled rows)."""
+    k = int(clusters.max()) + 1 if clusters.numel() else 0
+    size = torch.bincount(clusters, minlength=k).double()
+    covered = torch.bincount(clusters[labelled], minlength=k).double()
+    free = (size - covered).long().tolist()
+    target = (float(labelled.sum()) + n) * size / max(1, clusters.numel())
+    deficit = (target - covered).tolist()
+    quota = [0] * k
+    for _ in range(min(n, sum(free))):
+        open_ = [c for c in range(k) if quota[c] < free[c]]
+        c = max(open_, key=lambda c: (deficit[c] - quota[c], size[c], -c))
+        quota[c] += 1
+    return quota
+
+
 def typiclust(x: torch.Tensor, labelled: torch.Tensor, n: int, generator: torch.Generator,
               neighbours: int = 20, max_clusters: int = 500) -> tuple[list[int], torch.Tensor,
                                                                        torch.Tensor]:
