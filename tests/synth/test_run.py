@@ -86,6 +86,24 @@ def test_interrupted_run_resumes_with_only_the_missing_images(tmp_path: Path) ->
     assert run.plan(cfg, out).todo == 0
 
 
+def test_kill_between_compaction_and_part_deletion_keeps_rows_once(tmp_path: Path) -> None:
+    import shutil
+
+    cfg = _config()
+    out = str(tmp_path / "ds")
+    _generate(cfg, out)
+    parts = Path(out) / store.PARTS
+    shutil.copytree(parts, tmp_path / "parts-copy")
+    run.finalize(cfg, out)
+    # the kill: compaction wrote manifest.parquet, the parts were not deleted yet
+    shutil.copytree(tmp_path / "parts-copy", parts)
+    assert store.read_manifest(out).num_rows == 10 and len(store.done_jobs(out)) == 10
+    assert run.finalize(cfg, out)["images"] == 10
+    manifest = store.read_manifest(out)
+    assert manifest.num_rows == 10 and not parts.exists()
+    assert len(ManifestDataset(out)) == 10
+
+
 def test_manifest_rows_superclasses_and_embed_input(tmp_path: Path) -> None:
     cfg = _config(negative_prompt="blurry")
     out = str(tmp_path / "ds")

@@ -12,7 +12,8 @@ Layout of ``<out>`` (``data/synthetic/<dataset>`` in the workspace)::
 A batch writes its PNGs first (each atomically), then its part files: a part file is the
 batch's commit point. A job is *done* when its (label, index) is in a manifest, rejects
 table or part. :func:`compact` folds the parts into the two tables (atomically) and then
-deletes them, so a run killed at any point loses at most the batch it was writing.
+deletes them, so a run killed at any point loses at most the batch it was writing; a kill
+between the two leaves rows both in a table and in a part, which reading keeps once.
 """
 
 from __future__ import annotations
@@ -69,7 +70,21 @@ def _read(out: str, kind: str, columns: list[str] | None = None) -> pa.Table:
 
         empty = get_schema(table).arrow.empty_table()
         return empty.select(columns) if columns else empty
-    return pa.concat_tables(pieces)
+    return _unique_jobs(pa.concat_tables(pieces))
+
+
+def _unique_jobs(table: pa.Table) -> pa.Table:
+    """First row of each (label, index): a run killed after compaction wrote the table but
+    before it deleted the parts leaves their rows twice; they are the same rows."""
+    if "label" not in table.column_names or "index" not in table.column_names:
+        return table
+    seen: set[tuple[str, int]] = set()
+    keep = []
+    for key in zip(table.column("label").to_pylist(), table.column("index").to_pylist(),
+                   strict=True):
+        keep.append(key not in seen)
+        seen.add(key)
+    return table if all(keep) else table.filter(pa.array(keep))
 
 
 def done_jobs(out: str) -> set[tuple[str, int]]:
