@@ -104,6 +104,22 @@ def test_bad_rle() -> None:
         decode_rle(_bits_to_bytes(header + "1" + "00" + "111" + "00000000"))
 
 
+def test_crafted_rle_is_refused_before_allocating() -> None:
+    import tracemalloc
+
+    # claims 2**31 - 1 values with 16-bit runs; 20 kB of records make the claim plausible
+    header = f"{2**31 - 1:032b}" + "00111" + "1111" * 4
+    data = _bits_to_bytes(header) + [255] * 20_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"2147483647 values but 24 were expected.*2x3"):
+            rle_to_mask(data, 2, 3)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20  # the 2 GiB the header asks for is never allocated
+
+
 def test_labeling_config() -> None:
     root = ET.fromstring(labeling_config(CAMVID))
     image = root.find("Image")

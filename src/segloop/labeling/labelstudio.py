@@ -123,8 +123,12 @@ def _pack_fields(values: np.ndarray, widths: np.ndarray) -> list[int]:
     return np.packbits(bits).tolist()
 
 
-def decode_rle(data: Sequence[int] | bytes | np.ndarray) -> np.ndarray:
-    """Decode Label Studio brush RLE to its 1-D values (uint8/16/32 by word size)."""
+def decode_rle(data: Sequence[int] | bytes | np.ndarray,
+               expected: int | None = None) -> np.ndarray:
+    """Decode Label Studio brush RLE to its 1-D values (uint8/16/32 by word size).
+
+    ``expected``: the number of values the caller needs (H x W x 4 for a mask); a stream
+    that declares another count is refused before anything is allocated."""
     raw = np.asarray(list(data) if isinstance(data, bytes | bytearray) else data)
     if raw.ndim != 1 or (raw.size and (not np.issubdtype(raw.dtype, np.integer)
                                         or raw.min() < 0 or raw.max() > 255)):
@@ -136,6 +140,10 @@ def decode_rle(data: Sequence[int] | bytes | np.ndarray) -> np.ndarray:
     word_size = reader.read(5) + 1
     sizes = [reader.read(4) + 1 for _ in range(4)]
     dtype = np.uint8 if word_size <= 8 else np.uint16 if word_size <= 16 else np.uint32
+    if expected is not None and num != expected:
+        raise DataError(f"brush RLE holds {num} values but {expected} were expected (an "
+                        "RGBA canvas of the task's image); the mask belongs to another image "
+                        "size or the data is corrupt")
     if num > (bits.size // 4 + 1) * 2 ** max(sizes):  # more than the stream can hold
         raise DataError(f"brush RLE claims {num} values, far more than its {raw.size} bytes "
                         "can encode; the data is corrupt")
@@ -184,10 +192,10 @@ def mask_to_rle(mask: np.ndarray) -> list[int]:
 
 def rle_to_mask(data: Sequence[int], height: int, width: int) -> np.ndarray:
     """Brush RLE -> (height, width) bool mask (alpha > 0)."""
-    values = decode_rle(data)
-    if values.size != height * width * 4:
-        raise DataError(f"brush RLE holds {values.size} values but a {height}x{width} RGBA "
-                        f"canvas has {height * width * 4}; the mask belongs to another image size")
+    try:
+        values = decode_rle(data, expected=height * width * 4)
+    except DataError as e:
+        raise DataError(f"{e} ({height}x{width} image)") from None
     return values.reshape(height, width, 4)[:, :, 3] > 0
 
 
