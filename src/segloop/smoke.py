@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from segloop.config import Config
 from segloop.data.datasets import open_dataset
 from segloop.data.fs import read_bytes
+from segloop.data.images import write_bytes_atomic
 from segloop.data.parquet import read_table, write_table
 from segloop.data.schemas import LABEL_ROUND, MANIFEST
 from segloop.versioning import RoundInfo, Workspace, commit_round, version_path
@@ -94,9 +95,7 @@ def _write_if_changed(path: Path, data: bytes) -> None:
     """Write ``data`` unless the file already holds exactly it (keeps DVC hashes stable)."""
     if path.is_file() and path.read_bytes() == data:
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_bytes_atomic(str(path), data)
 
 
 def version_dataset(ws: Workspace, dest: Path, n_images: int) -> str:
@@ -158,9 +157,7 @@ def write_report(result: SmokeResult, reports_dir: str | Path) -> Path:
     """Write ``reports/smoke.json`` (the DVC stage's metrics file) atomically."""
     out = Path(reports_dir) / "smoke.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(".smoke.json.tmp")
-    tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    tmp.replace(out)
+    write_bytes_atomic(str(out), (json.dumps(result.to_dict(), indent=2) + "\n").encode())
     return out
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
+import yaml
 
 from segloop.errors import VersioningError
 from segloop.versioning import (
@@ -17,6 +19,7 @@ from segloop.versioning import (
     version_path,
     versioning_lock,
 )
+from segloop.versioning._run import dvc
 
 
 @pytest.fixture
@@ -101,6 +104,32 @@ def test_version_path_is_idempotent(shared_ws, git):
     with pytest.raises(VersioningError, match="already exists"):
         version_path(shared_ws, "data/raw", "data: raw v2", tag="data/raw-v1")
     assert git(root, "rev-parse", "data/raw-v1^{commit}") == sha
+
+
+def test_temporary_files_of_killed_writers_are_never_versioned(tmp_path, git):
+    root = tmp_path / "ws"
+    ws = init_workspace(root, tmp_path / "remote")
+    # a workspace made before the patterns existed gets them on its next init
+    (root / ".dvcignore").write_text("# DVC's default\n")
+    git(root, "commit", "-qam", "old .dvcignore")
+    init_workspace(root, tmp_path / "remote")
+    lines = (root / ".dvcignore").read_text().splitlines()
+    assert {".*.tmp*", ".*.partial-*"} <= set(lines) and lines[0] == "# DVC's default"
+    assert git(root, "status", "--porcelain") == ""
+    data = root / "data" / "ds"
+    (data / "labels").mkdir(parents=True)
+    (data / "a.png").write_bytes(b"a")
+    leftovers = [data / ".manifest.parquet.tmp-0123abcd", data / "labels" / ".b.png.tmp",
+                 data / ".c.png.partial-9f8e", data / "labels" / ".round_001.tmp-77aa" / "x"]
+    for p in leftovers:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"half")
+    version_path(ws, "data/ds", "data: ds")
+    outs = yaml.safe_load((root / "data/ds.dvc").read_text())["outs"]
+    assert outs[0]["nfiles"] == 1, outs
+    for p in leftovers:
+        p.unlink()
+    assert json.loads(dvc(root, "status", "--json", "data/ds.dvc")) == {}
 
 
 def test_version_path_rejects_paths_outside_or_missing(shared_ws, tmp_path):

@@ -16,6 +16,7 @@ from PIL import Image
 
 from segloop.active.loop import ALContext, commit_labels
 from segloop.active.selection import Budget, Selection, Unit
+from segloop.data.images import write_bytes_atomic
 from segloop.errors import DataError
 from segloop.labeling import (
     PendingSelection,
@@ -74,10 +75,10 @@ def export_round(ctx: ALContext, n: int, selection: Selection, strategy: str) ->
     write_selection(pending, out)
     export_coco(pending, out / "coco.json")
     export_labelstudio(pending, out / "labelstudio.json")
-    (out / "labelstudio_config.xml").write_text(labeling_config(ctx.classes))
+    write_bytes_atomic(str(out / "labelstudio_config.xml"), labeling_config(ctx.classes).encode())
     units = {"strategy": strategy, "budget": selection.budget.__dict__,
              "units": [u.__dict__ for u in selection.units]}
-    (out / UNITS_FILE).write_text(json.dumps(units, indent=1) + "\n")
+    write_bytes_atomic(str(out / UNITS_FILE), (json.dumps(units, indent=1) + "\n").encode())
     return out
 
 

@@ -4,12 +4,13 @@ mIoU against the labelled fraction (PNG), plus the DVC metrics/plots files."""
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from segloop.data.images import write_bytes_atomic
 from segloop.versioning import RoundInfo
 
 COLUMNS = ("round", "labelled_images", "image_fraction", "labelled_pixels", "pixel_fraction",
@@ -93,25 +94,22 @@ def write_reports(rows: Sequence[dict[str, Any]], out_dir: Path, title: str) -> 
              "plot": out_dir / "miou_vs_labelled.png"}
     last = dict(rows[-1]) if rows else {}
     _atomic_text(paths["metrics"], json.dumps(last, indent=2, default=str) + "\n")
-    tmp = paths["rounds"].with_name(".rounds.csv.tmp")
-    with tmp.open("w", newline="") as fh:
-        fields = list(dict.fromkeys(k for row in rows for k in row)) or list(COLUMNS)
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, paths["rounds"])
+    buf = io.StringIO(newline="")
+    fields = list(dict.fromkeys(k for row in rows for k in row)) or list(COLUMNS)
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_bytes_atomic(str(paths["rounds"]), buf.getvalue().encode())
     if rows:
         plot_curve(rows, paths["plot"], title)
     return paths
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_bytes_atomic(str(path), text.encode())
 
 
 def _atomic_savefig(fig: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=110, format=path.suffix.lstrip(".") or "png")
+    write_bytes_atomic(str(path), buf.getvalue())

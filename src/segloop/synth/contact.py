@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
 from segloop.data.fs import join
-from segloop.data.images import read_image
+from segloop.data.images import read_image, write_bytes_atomic
 
 LABEL_WIDTH = 120
 
@@ -35,7 +36,7 @@ def contact_sheet(out: str, manifest: pa.Table, labels: list[str], per_class: in
             sheet.paste(image.resize((cell, cell)), (LABEL_WIDTH + c * cell, r * cell))
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    sheet.save(tmp, format="PNG")
-    tmp.replace(target)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    write_bytes_atomic(str(target), buf.getvalue())
     return target

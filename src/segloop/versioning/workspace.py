@@ -20,6 +20,7 @@ from pathlib import Path
 
 import filelock
 
+from segloop.data.images import write_bytes_atomic
 from segloop.errors import VersioningError
 from segloop.versioning._run import dvc, git, git_ok, git_try, require_repo
 
@@ -34,6 +35,11 @@ _PUSH_HINT = (
     "check that the DVC remote {url!r} is reachable and writable; the commit is kept, "
     "so running the same call again retries the push"
 )
+
+# temporary names of segloop's writers (``.<name>.tmp-<hex>``, ``.round_003.tmp-<hex>``,
+# ``.<name>.partial-<hex>``): a killed writer's leftover must never be versioned
+DVCIGNORE_PATTERNS = (".*.tmp*", ".*.partial-*")
+_DVCIGNORE_HEADER = "# segloop: temporary files of interrupted writers"
 
 _locks: dict[Path, filelock.FileLock] = {}
 _locks_guard = threading.Lock()
@@ -72,7 +78,9 @@ def versioning_lock(root: str | Path, timeout: float = 600) -> Iterator[Path]:
         raise VersioningError(
             f"could not acquire the segloop lock {path} within {timeout:g} s: another segloop "
             f"flow holds it while it versions data or label rounds in {root}. Wait for it to "
-            f"finish; if no segloop flow is running, the lock is stale: delete {path}."
+            f"finish. The lock is an OS lock: it is released the moment its holder exits, "
+            f"even when killed, so do not delete the file (that would let two flows in); "
+            f"find the holder with `fuser {path}` or `lsof {path}` and stop it if it hangs."
         ) from exc
     try:
         yield path
@@ -99,6 +107,7 @@ def init_workspace(root: str | Path, remote_url: str | os.PathLike[str]) -> Work
             dvc(root, "init", "-q")
         _configure_dvc(root, url, {} if fresh_dvc else _dvc_project_config(root))
         _ensure_gitignore(root)
+        _ensure_dvcignore(root)
         first = not has_commits(root)
         setup = [p for p in _SETUP_FILES if (root / p).exists()]
         message = "segloop: initialise workspace" if first else "segloop: configure workspace"
@@ -238,7 +247,20 @@ def _ensure_gitignore(root: Path) -> None:
     if LOCK_NAME not in entries:
         if text and not text.endswith("\n"):
             text += "\n"
-        path.write_text(f"{text}{LOCK_NAME}\n", encoding="utf-8")
+        write_bytes_atomic(str(path), f"{text}{LOCK_NAME}\n".encode())
+
+
+def _ensure_dvcignore(root: Path) -> None:
+    path = root / ".dvcignore"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    lines = {line.strip() for line in text.splitlines()}
+    missing = [p for p in DVCIGNORE_PATTERNS if p not in lines]
+    if missing:
+        if text and not text.endswith("\n"):
+            text += "\n"
+        block = "\n".join(([_DVCIGNORE_HEADER] if _DVCIGNORE_HEADER not in lines else [])
+                          + missing)
+        write_bytes_atomic(str(path), f"{text}{block}\n".encode())
 
 
 def _relative_path(root: Path, rel_path: str | os.PathLike[str]) -> str:
@@ -268,5 +290,5 @@ def ignore_in_workspace(ws: Workspace, patterns: list[str]) -> bool:
         missing = [p for p in patterns if p not in lines]
         if not missing:
             return False
-        path.write_text("\n".join([*lines, *missing]) + "\n")
+        write_bytes_atomic(str(path), ("\n".join([*lines, *missing]) + "\n").encode())
         return commit_paths(ws.root, [".gitignore"], f"segloop: ignore {', '.join(missing)}")
