@@ -22,8 +22,10 @@ from prefect.artifacts import (
 )
 
 import flows  # noqa: F401  (offline Prefect defaults)
+from segloop import context
 from segloop.active import human, loop, report
 from segloop.config import Config, load_config
+from segloop.runlock import output_lock
 from tasks import active as t
 
 
@@ -45,63 +47,64 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
     logger = get_run_logger()
     cfg = config if config is not None else load_config(pipeline)
     ac = cfg.active
-    # 1. Data, workspace, pool (and regions) at the working resolution.
-    ctx = t.prepare(cfg)
-    committed = [r.number for r in loop.committed_rounds(ctx)]
-    logger.info("pool: %d images at %s, level %s, strategy %s; committed rounds: %s",
-                len(ctx.pool), ctx.pool.arrays.hw, ac.level, ac.strategy, committed or "none")
-    progress = create_progress_artifact(
-        progress=0.0, key="active-learning-progress",
-        description="label rounds done (of active.rounds + 1)")
-    # 2. Round 0: the initial set (random, or TypiClust on image thumbnails).
-    if not committed:
-        first = ac.initial_strategy
-        if ac.annotator == "human" and human.pending_exists(ctx, 0):
-            return _wait(ctx, 0, None, first, logger)
-        selection, scores0 = t.initial_selection(ctx)
-        if ac.annotator == "human":
-            return _wait(ctx, 0, selection, first, logger)
-        labels = t.simulate_labels(ctx, selection)
-        t.commit_labels(ctx, 0, selection, labels, first, ac.annotator, scores0)
-        committed = [0]
-    # 3. Per round: train on rounds 0..k, evaluate, score, select, label, commit round k+1.
-    new_rounds = 0
-    for k in range(max(committed), ac.rounds + 1):
-        update_progress_artifact(progress, 100.0 * k / (ac.rounds + 1))
-        state = t.label_state(ctx, k)
-        model, train_seconds = t.train(ctx, k, state)
-        metrics = t.evaluate(ctx, model)
-        extra = {"train_seconds": train_seconds}
-        if k == ac.rounds and ac.compare_random and ac.annotator != "human":
-            extra.update(t.random_baseline(ctx, k, state))
-            logger.info("random selection at the same budget: val mIoU %.4f",
-                        extra["random_miou"])
-        t.record_metrics(ctx, k, state, metrics, extra)
-        logger.info("round %d: %.2f%% of pixels labelled, val mIoU %.4f", k,
-                    100 * state.queried_pixels / ctx.pool.total_pixels, metrics.miou)
-        if k == ac.rounds:
-            break
-        if ac.annotator == "human" and human.pending_exists(ctx, k + 1):
-            logger.info("round %d is exported and waits for labels", k + 1)
-            return _wait(ctx, k + 1, None, ac.strategy, logger)
-        selection, scores, seconds = t.score_and_select(ctx, model, state, k + 1)
-        logger.info("round %d: scored the pool in %.1f s, selected %s", k + 1, seconds,
-                    selection.to_dict())
-        if not selection.units:
-            logger.info("the pool is fully labelled: stopping after round %d", k)
-            break
-        if ac.annotator == "human":
-            return _wait(ctx, k + 1, selection, ac.strategy, logger)
-        labels = t.simulate_labels(ctx, selection)
-        t.commit_labels(ctx, k + 1, selection, labels, ac.strategy, ac.annotator, scores)
-        new_rounds += 1
-        if ac.rounds_per_run is not None and new_rounds >= ac.rounds_per_run:
-            logger.info("committed %d new round(s) (active.rounds_per_run): the next run "
-                        "trains on them and goes on", new_rounds)
-            break
-    update_progress_artifact(progress, 100.0)
-    # 4. Report: rounds table, summary, curve.
-    return _publish(ctx, "complete")
+    with output_lock(context.labels_dir(cfg), "active_learning"):  # one loop per workspace
+        # 1. Data, workspace, pool (and regions) at the working resolution.
+        ctx = t.prepare(cfg)
+        committed = [r.number for r in loop.committed_rounds(ctx)]
+        logger.info("pool: %d images at %s, level %s, strategy %s; committed rounds: %s",
+                    len(ctx.pool), ctx.pool.arrays.hw, ac.level, ac.strategy, committed or "none")
+        progress = create_progress_artifact(
+            progress=0.0, key="active-learning-progress",
+            description="label rounds done (of active.rounds + 1)")
+        # 2. Round 0: the initial set (random, or TypiClust on image thumbnails).
+        if not committed:
+            first = ac.initial_strategy
+            if ac.annotator == "human" and human.pending_exists(ctx, 0):
+                return _wait(ctx, 0, None, first, logger)
+            selection, scores0 = t.initial_selection(ctx)
+            if ac.annotator == "human":
+                return _wait(ctx, 0, selection, first, logger)
+            labels = t.simulate_labels(ctx, selection)
+            t.commit_labels(ctx, 0, selection, labels, first, ac.annotator, scores0)
+            committed = [0]
+        # 3. Per round: train on rounds 0..k, evaluate, score, select, label, commit round k+1.
+        new_rounds = 0
+        for k in range(max(committed), ac.rounds + 1):
+            update_progress_artifact(progress, 100.0 * k / (ac.rounds + 1))
+            state = t.label_state(ctx, k)
+            model, train_seconds = t.train(ctx, k, state)
+            metrics = t.evaluate(ctx, model)
+            extra = {"train_seconds": train_seconds}
+            if k == ac.rounds and ac.compare_random and ac.annotator != "human":
+                extra.update(t.random_baseline(ctx, k, state))
+                logger.info("random selection at the same budget: val mIoU %.4f",
+                            extra["random_miou"])
+            t.record_metrics(ctx, k, state, metrics, extra)
+            logger.info("round %d: %.2f%% of pixels labelled, val mIoU %.4f", k,
+                        100 * state.queried_pixels / ctx.pool.total_pixels, metrics.miou)
+            if k == ac.rounds:
+                break
+            if ac.annotator == "human" and human.pending_exists(ctx, k + 1):
+                logger.info("round %d is exported and waits for labels", k + 1)
+                return _wait(ctx, k + 1, None, ac.strategy, logger)
+            selection, scores, seconds = t.score_and_select(ctx, model, state, k + 1)
+            logger.info("round %d: scored the pool in %.1f s, selected %s", k + 1, seconds,
+                        selection.to_dict())
+            if not selection.units:
+                logger.info("the pool is fully labelled: stopping after round %d", k)
+                break
+            if ac.annotator == "human":
+                return _wait(ctx, k + 1, selection, ac.strategy, logger)
+            labels = t.simulate_labels(ctx, selection)
+            t.commit_labels(ctx, k + 1, selection, labels, ac.strategy, ac.annotator, scores)
+            new_rounds += 1
+            if ac.rounds_per_run is not None and new_rounds >= ac.rounds_per_run:
+                logger.info("committed %d new round(s) (active.rounds_per_run): the next run "
+                            "trains on them and goes on", new_rounds)
+                break
+        update_progress_artifact(progress, 100.0)
+        # 4. Report: rounds table, summary, curve.
+        return _publish(ctx, "complete")
 
 
 def _wait(ctx: loop.ALContext, n: int, selection, strategy: str, logger) -> ALResult:  # type: ignore[no-untyped-def]

@@ -35,46 +35,47 @@ def pseudolabel_flow(pipeline: str | None = None, config: Config | None = None
     # 1. Data (for pixels and ground truth) and workspace.
     root = t.locate_data(cfg)
     ws = t.open_workspace(cfg)
-    # 2. Plan: inputs, labels and their class ids, round number, what is staged already.
-    plan = t.make_plan(cfg, ws)
-    if plan.existing is not None:
-        logger.info("%s round %03d already holds these settings and inputs (%s): nothing "
-                    "to do", plan.method, plan.round, plan.existing.tag)
-        summary = run.summarize(plan, [], plan.existing, None, 0.0)
-        run.write_reports(summary, cfg.base.paths.reports)
+    with run.hold_outputs(cfg, ws.root):  # a second run on this output is refused
+        # 2. Plan: inputs, labels and their class ids, round number, what is staged already.
+        plan = t.make_plan(cfg, ws)
+        if plan.existing is not None:
+            logger.info("%s round %03d already holds these settings and inputs (%s): nothing "
+                        "to do", plan.method, plan.round, plan.existing.tag)
+            summary = run.summarize(plan, [], plan.existing, None, 0.0)
+            run.write_reports(summary, cfg.base.paths.reports)
+            return summary
+        logger.info("%s round %03d: %d target images in %d chunk(s), %d staged already%s",
+                    plan.method, plan.round, len(plan.image_ids), len(plan.chunks),
+                    len(plan.done), " (resuming)" if plan.resumed else "")
+        # 3. U-SAM: teacher, tau, student (loaded if an interrupted run trained them).
+        training = t.train_heads(cfg, plan) if plan.method == "usam" else None
+        if training:
+            logger.info("U-SAM heads on %d synthetic images; tau = %s (%s)", training["images"],
+                        training.get("tau"), training.get("tau_rule"))
+        # 4. Label the target images chunk by chunk.
+        progress = create_progress_artifact(progress=0.0, key="pseudolabel-progress",
+                                            description="target chunks labelled")
+        start = time.perf_counter()
+        stats = []
+        for n, k in enumerate(plan.todo, 1):
+            stats.append(t.label_chunk(cfg, plan, root, k))
+            update_progress_artifact(progress, 100.0 * n / len(plan.todo))
+        seconds = time.perf_counter() - start
+        # 5. Evaluate against ground truth where the target dataset has it.
+        metrics = t.evaluate(cfg, plan, root) if cfg.pseudolabel.evaluate else None
+        # 6. Commit the round (dvc add, git commit + tag, push) and its metrics.
+        info = t.commit(cfg, ws, plan, training, metrics)
+        # 7. Report.
+        summary = run.summarize(plan, stats, info, metrics, seconds)
+        path = run.write_reports(summary, cfg.base.paths.reports)
+        create_markdown_artifact(key="pseudolabel-summary", markdown=run.markdown(summary),
+                                 description="what the pseudolabel run made")
+        if metrics:
+            create_table_artifact(key="pseudolabel-iou", table=run.per_class_rows(metrics),
+                                  description="IoU and AP50 per class against ground truth")
+        logger.info("%s round %03d in %s (%s); summary %s", plan.method, plan.round, info.path,
+                    info.tag, path)
         return summary
-    logger.info("%s round %03d: %d target images in %d chunk(s), %d staged already%s",
-                plan.method, plan.round, len(plan.image_ids), len(plan.chunks),
-                len(plan.done), " (resuming)" if plan.resumed else "")
-    # 3. U-SAM: teacher, tau, student (loaded if an interrupted run trained them).
-    training = t.train_heads(cfg, plan) if plan.method == "usam" else None
-    if training:
-        logger.info("U-SAM heads on %d synthetic images; tau = %s (%s)", training["images"],
-                    training.get("tau"), training.get("tau_rule"))
-    # 4. Label the target images chunk by chunk.
-    progress = create_progress_artifact(progress=0.0, key="pseudolabel-progress",
-                                        description="target chunks labelled")
-    start = time.perf_counter()
-    stats = []
-    for n, k in enumerate(plan.todo, 1):
-        stats.append(t.label_chunk(cfg, plan, root, k))
-        update_progress_artifact(progress, 100.0 * n / len(plan.todo))
-    seconds = time.perf_counter() - start
-    # 5. Evaluate against ground truth where the target dataset has it.
-    metrics = t.evaluate(cfg, plan, root) if cfg.pseudolabel.evaluate else None
-    # 6. Commit the round (dvc add, git commit + tag, push) and its metrics.
-    info = t.commit(cfg, ws, plan, training, metrics)
-    # 7. Report.
-    summary = run.summarize(plan, stats, info, metrics, seconds)
-    path = run.write_reports(summary, cfg.base.paths.reports)
-    create_markdown_artifact(key="pseudolabel-summary", markdown=run.markdown(summary),
-                             description="what the pseudolabel run made")
-    if metrics:
-        create_table_artifact(key="pseudolabel-iou", table=run.per_class_rows(metrics),
-                              description="IoU and AP50 per class against ground truth")
-    logger.info("%s round %03d in %s (%s); summary %s", plan.method, plan.round, info.path,
-                info.tag, path)
-    return summary
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from prefect.artifacts import (
 
 import flows  # noqa: F401  (offline Prefect defaults)
 from segloop.config import Config, load_config
+from segloop.runlock import output_lock
 from segloop.synth import contact, report, run, store
 from tasks import synthesize as t
 
@@ -33,45 +34,46 @@ def synthesize_flow(pipeline: str | None = None, config: Config | None = None
     # 1. Workspace and plan: only the jobs not generated yet.
     ws = t.open_workspace(cfg)
     out = run.output_dir(cfg, ws.root)
-    plan = t.plan(cfg, out)
-    logger.info("%d classes, %d images: %d already there, %d to generate in %d chunk(s) -> %s",
-                len(cfg.synth.classes), plan.total, plan.present, plan.todo,
-                len(plan.chunks), out)
-    # 2. One task per (class, chunk), synth.concurrent_chunks at a time.
-    progress = create_progress_artifact(progress=0.0, key="synthesize-progress",
-                                        description="chunks generated (of this run's plan)")
-    start = time.perf_counter()
-    stats: list[run.ChunkStats] = []
-    width = cfg.synth.concurrent_chunks
-    for i in range(0, len(plan.chunks), width):
-        wave = plan.chunks[i : i + width]
-        futures = [t.generate_chunk.submit(cfg, out, chunk) for chunk in wave]
-        stats += [f.result() for f in futures]
-        update_progress_artifact(progress, 100.0 * (i + len(wave)) / len(plan.chunks))
-    seconds = time.perf_counter() - start
-    # 3. Compact the manifest parts, count per class, draw the contact sheet.
-    final = t.finalize(cfg, out)
-    sheet = contact.contact_sheet(
-        out, store.read_manifest(out), [c.label for c in cfg.synth.classes],
-        cfg.synth.contact_per_class,
-        Path(cfg.base.paths.reports) / "synthesize" / "contact_sheet.png")
-    # 4. Version the dataset folder with DVC.
-    commit = None
-    if cfg.synth.version and final["images"] + final["rejected"]:
-        commit = t.version_output(ws, out, final["images"])
-    # 5. Report.
-    summary = run.summarize(plan, stats, final, seconds)
-    summary["commit"] = commit
-    summary["contact_sheet"] = str(sheet) if sheet else None
-    path = report.write_summary(summary, cfg.base.paths.reports)
-    create_table_artifact(key="synthesize-classes", table=final["per_class"],
-                          description="images kept and rejected per class")
-    create_markdown_artifact(key="synthesize-summary",
-                             markdown=report.markdown(summary, sheet, commit),
-                             description="what the synthesize run made")
-    logger.info("%d images in %s (%d rejected); summary %s, contact sheet %s",
-                final["images"], out, final["rejected"], path, sheet)
-    return summary
+    with output_lock(out, "synthesize"):  # a second run on this output is refused
+        plan = t.plan(cfg, out)
+        logger.info("%d classes, %d images: %d already there, %d to generate in %d chunk(s) -> %s",
+                    len(cfg.synth.classes), plan.total, plan.present, plan.todo,
+                    len(plan.chunks), out)
+        # 2. One task per (class, chunk), synth.concurrent_chunks at a time.
+        progress = create_progress_artifact(progress=0.0, key="synthesize-progress",
+                                            description="chunks generated (of this run's plan)")
+        start = time.perf_counter()
+        stats: list[run.ChunkStats] = []
+        width = cfg.synth.concurrent_chunks
+        for i in range(0, len(plan.chunks), width):
+            wave = plan.chunks[i : i + width]
+            futures = [t.generate_chunk.submit(cfg, out, chunk) for chunk in wave]
+            stats += [f.result() for f in futures]
+            update_progress_artifact(progress, 100.0 * (i + len(wave)) / len(plan.chunks))
+        seconds = time.perf_counter() - start
+        # 3. Compact the manifest parts, count per class, draw the contact sheet.
+        final = t.finalize(cfg, out)
+        sheet = contact.contact_sheet(
+            out, store.read_manifest(out), [c.label for c in cfg.synth.classes],
+            cfg.synth.contact_per_class,
+            Path(cfg.base.paths.reports) / "synthesize" / "contact_sheet.png")
+        # 4. Version the dataset folder with DVC.
+        commit = None
+        if cfg.synth.version and final["images"] + final["rejected"]:
+            commit = t.version_output(ws, out, final["images"])
+        # 5. Report.
+        summary = run.summarize(plan, stats, final, seconds)
+        summary["commit"] = commit
+        summary["contact_sheet"] = str(sheet) if sheet else None
+        path = report.write_summary(summary, cfg.base.paths.reports)
+        create_table_artifact(key="synthesize-classes", table=final["per_class"],
+                              description="images kept and rejected per class")
+        create_markdown_artifact(key="synthesize-summary",
+                                 markdown=report.markdown(summary, sheet, commit),
+                                 description="what the synthesize run made")
+        logger.info("%d images in %s (%d rejected); summary %s, contact sheet %s",
+                    final["images"], out, final["rejected"], path, sheet)
+        return summary
 
 
 if __name__ == "__main__":

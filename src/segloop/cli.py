@@ -122,13 +122,17 @@ def _al_summary(result, pipeline: str | None) -> str:  # type: ignore[no-untyped
 def _cmd_labels(args: argparse.Namespace) -> int:
     from segloop.active import human
     from segloop.active.loop import prepare
+    from segloop.context import labels_dir
+    from segloop.runlock import output_lock
 
-    ctx = prepare(_load(args.pipeline))
+    cfg = _load(args.pipeline)
+    ctx = prepare(cfg)
     if args.action == "export":
         folder = human.export_pending(ctx, Path(args.out) if args.out else None)
         print(f"tasks of the pending round written to {folder}")
         return 0
-    info = human.import_round(ctx, args.path)
+    with output_lock(labels_dir(cfg), "labels import"):  # not beside a running loop
+        info = human.import_round(ctx, args.path)
     print(f"round {info.number:03d} committed: {info.path} (tag {info.tag})")
     return 0
 

@@ -8,7 +8,7 @@ from segloop.config import Config
 from segloop.data.camvid import locate_camvid
 from segloop.data.voc import voc_root_hint
 from segloop.errors import ConfigError
-from segloop.versioning import Workspace, init_workspace
+from segloop.versioning import ROUND_DIR, Workspace, init_workspace
 
 
 def resolve_data_root(cfg: Config, splits: tuple[str, ...] | None = None) -> str:
@@ -28,3 +28,9 @@ def open_workspace(cfg: Config) -> Workspace:
     """Initialise (if needed) and return the configured git+DVC workspace."""
     paths = cfg.base.paths
     return init_workspace(Path(paths.workspace).resolve(), str(Path(paths.dvc_remote).resolve()))
+
+
+def labels_dir(cfg: Config) -> Path:
+    """The workspace's label rounds folder (``data/labels``): the active-learning loop's
+    output, locked by one run at a time (without initialising the workspace)."""
+    return Path(cfg.base.paths.workspace).resolve() / Path(ROUND_DIR).parent

@@ -29,3 +29,7 @@ class VersioningError(SegloopError):
 
 class ModelNotFoundError(SegloopError, FileNotFoundError):
     """Model weights are not on this machine: says which model, where it looked, how to get it."""
+
+
+class BusyError(SegloopError):
+    """Another run holds the output (or workspace) this run would write: it names that run."""

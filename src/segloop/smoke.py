@@ -22,6 +22,7 @@ from segloop.data.fs import read_bytes
 from segloop.data.images import write_bytes_atomic
 from segloop.data.parquet import read_table, write_table
 from segloop.data.schemas import LABEL_ROUND, MANIFEST
+from segloop.errors import ConfigError
 from segloop.versioning import RoundInfo, Workspace, commit_round, version_path
 
 MANIFEST_FILE = "manifest.parquet"
@@ -46,8 +47,16 @@ class SmokeResult:
 
 
 def dataset_dir(cfg: Config, ws: Workspace) -> Path:
-    """Folder of the smoke dataset snapshot inside the workspace."""
-    return ws.root / cfg.smoke.dataset_dir.format(name=cfg.data.name)
+    """Folder of the smoke dataset snapshot inside the workspace (the run deletes stale
+    files under it, so a value that leaves the workspace is refused)."""
+    rel = cfg.smoke.dataset_dir.format(name=cfg.data.name)
+    dest = (ws.root / rel).resolve()
+    if dest == ws.root or not dest.is_relative_to(ws.root):
+        raise ConfigError(f"smoke.dataset_dir {cfg.smoke.dataset_dir!r} resolves to {dest}, "
+                          f"which is not a folder inside the workspace {ws.root}; the run "
+                          "deletes files there. Use a relative path such as "
+                          "data/datasets/{name}")
+    return dest
 
 
 def build_dataset(cfg: Config, root: str, dest: Path) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,19 @@ import pyarrow as pa
 from segloop.config import Config
 from segloop.pseudolabel import store
 from segloop.pseudolabel.label import ChunkStats
-from segloop.pseudolabel.plan import PseudoPlan
+from segloop.pseudolabel.plan import PseudoPlan, resolve_paths
+from segloop.runlock import output_lock
 from segloop.versioning import RoundInfo, Workspace, commit_round, record_round_metrics
+
+
+@contextmanager
+def hold_outputs(cfg: Config, ws_root: Path) -> Iterator[None]:
+    """Hold the locks of the staging folder (one per method) and of the seed rounds'
+    folder for a whole run; a second run on either is refused (:class:`BusyError`)."""
+    paths = resolve_paths(cfg, ws_root)
+    with output_lock(paths.staging, "pseudolabel"), \
+            output_lock(ws_root / paths.output_rel, "pseudolabel"):
+        yield
 
 
 def _sha256(path: Path) -> str:
