@@ -10,16 +10,23 @@ the last lines of its output and a hint.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from segloop.errors import VersioningError
 
 #: Lines of stderr quoted in a VersioningError.
 STDERR_TAIL = 15
+
+#: Seconds a git / DVC command may run before it is stopped (environment overrides).
+TIMEOUT_ENV = {"git": "SEGLOOP_GIT_TIMEOUT", "dvc": "SEGLOOP_DVC_TIMEOUT"}
+DEFAULT_TIMEOUT = {"git": 300.0, "dvc": 3600.0}
 
 #: Environment variables that could make git operate on a repository other than root.
 _GIT_LOCATION_VARS = frozenset(
@@ -59,22 +66,57 @@ def _tail(text: str, n: int = STDERR_TAIL) -> str:
     return "\n".join("    " + line for line in lines[-n:])
 
 
+def timeout_for(tool: str) -> float:
+    """Seconds ``tool`` ("git" or "dvc") may run: ``$SEGLOOP_GIT_TIMEOUT`` /
+    ``$SEGLOOP_DVC_TIMEOUT``, else 300 s for git and 3600 s for DVC (pushes can be big)."""
+    raw = os.environ.get(TIMEOUT_ENV[tool])
+    if raw is None:
+        return DEFAULT_TIMEOUT[tool]
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise VersioningError(f"{TIMEOUT_ENV[tool]}={raw!r} is not a number of seconds > 0; "
+                              f"unset it for the default ({DEFAULT_TIMEOUT[tool]:g} s)")
+    return value
+
+
+def _communicate(cmd: list[str], root: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` in its own process group; on timeout or interrupt, kill the group (DVC
+    starts helpers of its own) and re-raise."""
+    proc = subprocess.Popen(cmd, cwd=root, env=subprocess_env(root), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def run(
     cmd: list[str], root: Path, *, hint: str | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``cmd`` in ``root``; raise VersioningError if it fails and ``check`` is set."""
+    """Run ``cmd`` in ``root``; raise VersioningError if it fails and ``check`` is set, or
+    if it runs past :func:`timeout_for` its tool (it is stopped then)."""
     shown = shlex.join(cmd)
     is_dvc = cmd[:3] == [sys.executable, "-m", "dvc"]
+    tool = "dvc" if is_dvc else "git"
+    limit = timeout_for(tool)
     try:
-        proc = subprocess.run(
-            cmd,
-            cwd=root,
-            env=subprocess_env(root),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        proc = _communicate(cmd, root, limit)
+    except subprocess.TimeoutExpired:
+        raise VersioningError(
+            f"`{shown}` did not finish within {limit:g} s in {root} and was stopped (a hung "
+            f"network remote or a very large transfer?). Nothing was half-committed: run the "
+            f"same flow again to retry. If the transfer is just slow, raise the limit with "
+            f"{TIMEOUT_ENV[tool]}=<seconds>.") from None
     except FileNotFoundError as exc:
         raise VersioningError(
             f"cannot run `{shown}` in {root}: {exc}. Install {cmd[0]!r} (git must be on PATH; "
@@ -99,17 +141,73 @@ def require_repo(root: Path) -> None:
         )
 
 
+def _open_by_a_process(path: Path) -> bool | None:
+    """Whether any process has ``path`` open (Linux ``/proc``); None where unknowable."""
+    proc = Path("/proc")
+    if not (proc / "self" / "fd").is_dir():
+        return None
+    target = str(path)
+    for fd_dir in proc.glob("[0-9]*/fd"):
+        try:
+            for fd in fd_dir.iterdir():
+                if os.readlink(fd) == target:
+                    return True
+        except OSError:  # the process ended, or is not ours to look at
+            continue
+    return False
+
+
+def recover_index_lock(root: Path, stale_after: float = 600.0) -> bool:
+    """Remove ``.git/index.lock`` left by a killed git, if it is stale; returns whether it did.
+
+    Only under segloop's workspace lock (no other segloop run is using git here), and only
+    if no process has the file open (git keeps it open while it works; where ``/proc`` is
+    not available: if it is older than ``stale_after`` seconds)."""
+    from segloop.versioning.workspace import holds_lock
+
+    lock = root / ".git" / "index.lock"
+    if not lock.exists() or not holds_lock(root):
+        return False
+    try:
+        busy = _open_by_a_process(lock)
+        if busy is None:
+            busy = time.time() - lock.stat().st_mtime < stale_after
+        if busy:
+            return False
+        lock.unlink()
+    except FileNotFoundError:
+        return False
+    logging.getLogger("segloop").warning(
+        "removed %s: a git command killed earlier left it (no process holds it)", lock)
+    return True
+
+
+def _git(root: Path, args: tuple[str, ...], hint: str | None,
+         check: bool) -> subprocess.CompletedProcess[str]:
+    recover_index_lock(root)
+    try:
+        proc = run(["git", *args], root, hint=hint, check=check)
+    except VersioningError as exc:
+        if "index.lock" not in str(exc) or not recover_index_lock(root):
+            raise
+        return run(["git", *args], root, hint=hint, check=check)
+    if proc.returncode != 0 and "index.lock" in proc.stderr and recover_index_lock(root):
+        return run(["git", *args], root, hint=hint, check=check)
+    return proc
+
+
 def git(root: Path, *args: str, hint: str | None = None, repo: bool = True) -> str:
     """Run ``git *args`` in ``root`` and return its stripped stdout."""
     if repo:
         require_repo(root)
+        return _git(root, args, hint, check=True).stdout.strip()
     return run(["git", *args], root, hint=hint).stdout.strip()
 
 
 def git_try(root: Path, *args: str) -> str | None:
     """Run ``git *args``; its stripped stdout, or None if it exits non-zero."""
     require_repo(root)
-    proc = run(["git", *args], root, check=False)
+    proc = _git(root, args, None, check=False)
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 

@@ -88,6 +88,14 @@ def versioning_lock(root: str | Path, timeout: float = 600) -> Iterator[Path]:
         lock.release()
 
 
+def holds_lock(root: str | Path) -> bool:
+    """Whether this process holds ``root``'s workspace lock."""
+    path = Path(root).expanduser().resolve() / LOCK_NAME
+    with _locks_guard:
+        lock = _locks.get(path)
+    return lock is not None and lock.is_locked
+
+
 def init_workspace(root: str | Path, remote_url: str | os.PathLike[str]) -> Workspace:
     """Make ``root`` a git + DVC workspace whose default DVC remote is ``remote_url``.
 
