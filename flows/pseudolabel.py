@@ -41,7 +41,8 @@ def pseudolabel_flow(pipeline: str | None = None, config: Config | None = None
         if plan.existing is not None:
             logger.info("%s round %03d already holds these settings and inputs (%s): nothing "
                         "to do", plan.method, plan.round, plan.existing.tag)
-            summary = run.summarize(plan, [], plan.existing, None, 0.0)
+            metrics = t.confirm(ws, plan)  # and record them if a kill left them out
+            summary = run.summarize(plan, [], plan.existing, metrics, 0.0)
             run.write_reports(summary, cfg.base.paths.reports)
             return summary
         logger.info("%s round %03d: %d target images in %d chunk(s), %d staged already%s",

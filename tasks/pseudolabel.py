@@ -54,3 +54,8 @@ def evaluate(cfg: Config, p: plan.PseudoPlan, root: str) -> dict[str, Any] | Non
 def commit(cfg: Config, ws: Workspace, p: plan.PseudoPlan, training: dict[str, Any] | None,
            metrics: dict[str, Any] | None) -> RoundInfo:
     return run.commit(cfg, ws, p, training, metrics)
+
+
+@task(name="confirm-round", cache_policy=NO_CACHE)
+def confirm(ws: Workspace, p: plan.PseudoPlan) -> dict[str, Any] | None:
+    return run.confirm(ws, p)

@@ -93,11 +93,21 @@ def test_usam_chain_makes_a_versioned_seed_round_the_loop_can_train_on(
     assert report["method"] == "usam" and report["round"] == 0
     assert not (ws / "work/pseudolabels/usam").exists()  # staging cleared after commit
 
-    # same settings and inputs: nothing to do, nothing committed
+    # same settings and inputs: nothing to do, nothing committed, the metrics kept
     head = _git(ws, "rev-parse", "HEAD")
     again = pseudolabel_flow(config=cfg)
     assert again["up_to_date"] and again["round"] == 0 and again["images_labelled"] == 0
     assert _git(ws, "rev-parse", "HEAD") == head
+    report = json.loads((tmp_path / "reports/pseudolabel/metrics.json").read_text())
+    assert report["miou_covered_method_classes"] == metrics["miou_covered_method_classes"]
+    # a kill between the round's commit and its metrics record: the rerun records them
+    record = ws / "metrics/pseudolabels/usam/round_000.json"
+    kept = json.loads(record.read_text())
+    _git(ws, "rm", "-q", str(record.relative_to(ws)))
+    _git(ws, "commit", "-qm", "as if killed before the metrics record")
+    pseudolabel_flow(config=cfg)
+    assert json.loads(record.read_text()) == kept
+    assert _git(ws, "status", "--porcelain") == ""
 
     # the SAM+CLIP baseline on the same targets: its own round family
     clip = pseudolabel_flow(config=_config(

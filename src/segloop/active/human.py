@@ -17,6 +17,7 @@ from PIL import Image
 from segloop.active.loop import ALContext, commit_labels
 from segloop.active.selection import Budget, Selection, Unit
 from segloop.data.images import write_bytes_atomic
+from segloop.data.json_io import read_json
 from segloop.errors import DataError
 from segloop.labeling import (
     PendingSelection,
@@ -89,9 +90,15 @@ def pending_exists(ctx: ALContext, n: int) -> bool:
 
 
 def _selection_back(folder: Path) -> tuple[Selection, str]:
-    raw = json.loads((folder / UNITS_FILE).read_text())
-    units = tuple(Unit(**u) for u in raw["units"])
-    budget = Budget(**raw["budget"])
+    path = folder / UNITS_FILE
+    fix = ("it is written by the active_learning flow when it exports a round: delete the "
+           f"folder {folder} and run the flow again to export the round afresh")
+    raw = read_json(path, fix)
+    try:
+        units = tuple(Unit(**u) for u in raw["units"])
+        budget = Budget(**raw["budget"])
+    except (KeyError, TypeError) as err:
+        raise DataError(f"{path} does not describe a round's units ({err!r}); {fix}") from None
     spent = sum(u.pixels for u in units)
     clicks = sum(u.region_id >= 0 for u in units)
     sel = Selection(units=units, spent_pixels=spent,

@@ -8,7 +8,6 @@ after rounds 0..k is the union of their units, later rounds painted over earlier
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from PIL import Image
 
 from segloop.active.pool import Pool
 from segloop.config import ActiveConfig
+from segloop.data.json_io import read_json
 from segloop.data.parquet import read_table
 from segloop.data.schemas import LABEL_ROUND
 from segloop.errors import ConfigError, DataError
@@ -92,7 +92,8 @@ def read_round_meta(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path} is missing: {folder} is not a label round written by segloop's "
                         "active-learning loop; restore it with `segloop rounds checkout`")
-    return dict(json.loads(path.read_text()))
+    return read_json(path, "restore the round with `segloop rounds checkout N` (or "
+                     "`dvc checkout` in the workspace)")
 
 
 def load_state(pool: Pool, folders: Iterable[Path], ac: ActiveConfig,

@@ -23,7 +23,16 @@ def check_settings(out: str, settings: dict[str, Any], file_name: str, key: str)
     fs, path = url_to_fs(join(out, file_name))
     if fs.exists(path):
         with fs.open(path, "rb") as fh:
-            recorded = json.loads(fh.read())
+            raw = fh.read()
+        try:
+            recorded = json.loads(raw)
+            if not isinstance(recorded, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            raise StoreError(
+                f"{join(out, file_name)} is not a valid settings file ({exc}): it records the "
+                f"settings every file in {out} was made with. If you know them, restore it "
+                f"(e.g. `dvc checkout`); otherwise set {key} to a new folder") from None
         diff = sorted(k for k in set(recorded) | set(settings)
                       if recorded.get(k) != settings.get(k))
         if diff:

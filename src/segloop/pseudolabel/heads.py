@@ -7,12 +7,12 @@ training again. ``model/training.json`` records the losses per epoch and the val
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from segloop.config import Config
+from segloop.data.json_io import read_json
 from segloop.devices import pick_device
 from segloop.errors import ModelNotFoundError
 from segloop.pseudolabel import store
@@ -102,7 +102,8 @@ def train_heads(cfg: Config, plan: PseudoPlan, progress: bool = True) -> dict[st
 
 
 def _read_record(path: Path) -> dict[str, Any]:
-    return dict(json.loads(path.read_text())) if path.is_file() else {}
+    return (read_json(path, "delete it (and the staging folder's model/) and rerun to "
+                      "retrain the heads") if path.is_file() else {})
 
 
 def inference_head(cfg: Config, plan: PseudoPlan) -> MaskHead:

@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from segloop.config import Config
+from segloop.data.json_io import read_json
 from segloop.pseudolabel import store
 from segloop.pseudolabel.label import ChunkStats
 from segloop.pseudolabel.plan import PseudoPlan, resolve_paths
@@ -81,11 +82,31 @@ def commit(cfg: Config, ws: Workspace, plan: PseudoPlan, training: dict[str, Any
         message=f"pseudolabels: {plan.method} round {plan.round:03d} "
                 f"({len(plan.image_ids)} images)",
         push=cfg.pseudolabel.version, kind=plan.kind)
-    record = {"round": plan.round, "method": plan.method, **meta["counts"],
-              **({"metrics": metrics} if metrics else {})}
-    record_round_metrics(ws, plan.round, record, kind=plan.kind)
+    _record(ws, plan, meta["counts"], metrics)
     shutil.rmtree(plan.paths.staging, ignore_errors=True)
     return info
+
+
+def _record(ws: Workspace, plan: PseudoPlan, counts_: dict[str, Any],
+            metrics: dict[str, Any] | None) -> None:
+    record = {"round": plan.round, "method": plan.method, **counts_,
+              **({"metrics": metrics} if metrics else {})}
+    record_round_metrics(ws, plan.round, record, kind=plan.kind)  # commits only a change
+
+
+def confirm(ws: Workspace, plan: PseudoPlan) -> dict[str, Any] | None:
+    """For a rerun with nothing to do: the existing round's metrics (from its folder), and
+    its git-tracked metrics record written if a run killed after the commit left it out."""
+    assert plan.existing is not None
+    folder = plan.existing.path
+    if not (folder / store.ROUND_FILE).is_file():  # not checked out here: nothing to read
+        return plan.existing.metrics.get("metrics") if plan.existing.metrics else None
+    meta = store.read_round_meta(folder)
+    path = folder / store.METRICS_FILE
+    metrics = (read_json(path, "restore the round with `segloop rounds checkout` or `dvc "
+                         "checkout`") if path.is_file() else None)
+    _record(ws, plan, meta["counts"], metrics)
+    return metrics
 
 
 def summarize(plan: PseudoPlan, stats: list[ChunkStats], info: RoundInfo | None,

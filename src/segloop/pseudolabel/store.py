@@ -134,7 +134,8 @@ def read_round_meta(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path} is missing: {folder} is not a pseudo-label round written by "
                         "the pseudolabel flow (data/pseudolabels/<method>/round_NNN)")
-    meta = dict(json.loads(path.read_text()))
+    meta = json_io.read_json(path, "restore the round with `segloop rounds checkout` (or "
+                             "`dvc checkout` in the workspace)")
     if not meta.get("pseudo"):
         raise DataError(f"{path} does not describe pseudo-labels (no \"pseudo\": true)")
     return meta

@@ -43,7 +43,15 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     except (SafetensorError, OSError) as exc:
         raise DataError(f"{path} is not a readable safetensors checkpoint ({exc}): delete it "
                         "and rerun to retrain") from exc
-    return dict(json.loads(raw))
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        raise DataError(f"{path} has unreadable metadata ({exc}): delete it and rerun to "
+                        "retrain") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path} has metadata that is not a JSON object: delete it and rerun "
+                        "to retrain")
+    return meta
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> dict[str, Any]:
