@@ -8,9 +8,11 @@ from prefect.cache_policies import NO_CACHE
 from segloop import context
 from segloop.config import Config
 from segloop.versioning import Workspace
+from tasks._retry import transient
 
 
-@task(name="locate-data", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="locate-data", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
+      retry_condition_fn=transient)
 def locate_data(cfg: Config) -> str:
     return context.resolve_data_root(cfg)
 

@@ -17,9 +17,11 @@ from segloop.train.metrics import SegMetrics
 from segloop.versioning import RoundInfo
 
 # Every step reads or writes the workspace: never serve them from a cache.
+from tasks._retry import transient
 
 
-@task(name="prepare-loop", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+@task(name="prepare-loop", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5,
+      retry_condition_fn=transient)
 def prepare(cfg: Config) -> loop.ALContext:
     return loop.prepare(cfg)
 
@@ -66,7 +68,8 @@ def simulate_labels(ctx: loop.ALContext, selection: Selection) -> dict[int, np.n
     return loop.simulate_labels(ctx, selection)
 
 
-@task(name="commit-round", cache_policy=NO_CACHE, retries=1)
+@task(name="commit-round", cache_policy=NO_CACHE, retries=1,
+      retry_condition_fn=transient)
 def commit_labels(ctx: loop.ALContext, n: int, selection: Selection,
                   labels: dict[int, np.ndarray], strategy: str, annotator: str,
                   scores: Path | None) -> RoundInfo:

@@ -25,6 +25,7 @@ def embed_shard(cfg: Config, out: str, shard: run.ShardPlan) -> run.ShardStats:
     return run.embed_shard(cfg, out, shard)
 
 
-@task(name="version-output", cache_policy=NO_CACHE, retries=1)
+@task(name="version-output", cache_policy=NO_CACHE, retries=1,
+      retry_condition_fn=transient)
 def version_output(ws: Workspace, out: str, images: int) -> str | None:
     return run.version_output(ws, out, images)

@@ -50,7 +50,8 @@ def evaluate(cfg: Config, p: plan.PseudoPlan, root: str) -> dict[str, Any] | Non
     return score.evaluate_round(cfg, p, label.target_dataset(cfg, root))
 
 
-@task(name="commit-round", cache_policy=NO_CACHE, retries=1)
+@task(name="commit-round", cache_policy=NO_CACHE, retries=1,
+      retry_condition_fn=transient)
 def commit(cfg: Config, ws: Workspace, p: plan.PseudoPlan, training: dict[str, Any] | None,
            metrics: dict[str, Any] | None) -> RoundInfo:
     return run.commit(cfg, ws, p, training, metrics)

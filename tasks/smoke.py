@@ -13,6 +13,7 @@ from segloop.versioning import RoundInfo, Workspace
 from tasks._common import locate_data, open_workspace  # noqa: F401  (re-exported)
 
 # Every step writes to disk or to the workspace repo: never serve them from a cache.
+from tasks._retry import transient
 
 
 @task(name="build-dataset", cache_policy=NO_CACHE)
@@ -20,11 +21,13 @@ def build_dataset(cfg: Config, root: str, dest: Path) -> int:
     return smoke.build_dataset(cfg, root, dest)
 
 
-@task(name="version-dataset", cache_policy=NO_CACHE, retries=1)
+@task(name="version-dataset", cache_policy=NO_CACHE, retries=1,
+      retry_condition_fn=transient)
 def version_dataset(ws: Workspace, dest: Path, n_images: int) -> str:
     return smoke.version_dataset(ws, dest, n_images)
 
 
-@task(name="write-label-round", cache_policy=NO_CACHE, retries=1)
+@task(name="write-label-round", cache_policy=NO_CACHE, retries=1,
+      retry_condition_fn=transient)
 def write_round0(cfg: Config, ws: Workspace, dest: Path) -> RoundInfo:
     return smoke.write_round0(cfg, ws, dest)

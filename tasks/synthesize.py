@@ -30,6 +30,7 @@ def finalize(cfg: Config, out: str) -> dict:
     return run.finalize(cfg, out)
 
 
-@task(name="version-dataset", cache_policy=NO_CACHE, retries=1)
+@task(name="version-dataset", cache_policy=NO_CACHE, retries=1,
+      retry_condition_fn=transient)
 def version_output(ws: Workspace, out: str, images: int) -> str:
     return run.version_output(ws, out, images)

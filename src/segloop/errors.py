@@ -27,6 +27,11 @@ class VersioningError(SegloopError):
     """git or DVC failed while versioning a dataset or a label round."""
 
 
+class RemoteError(VersioningError):
+    """A transfer to or from the DVC remote failed (network, credentials, a hung server): a
+    retry may succeed, and the commit it belongs to is kept."""
+
+
 class ModelNotFoundError(SegloopError, FileNotFoundError):
     """Model weights are not on this machine: says which model, where it looked, how to get it."""
 

@@ -86,6 +86,19 @@ def test_interrupted_run_resumes_with_only_the_missing_images(tmp_path: Path) ->
     assert run.plan(cfg, out).todo == 0
 
 
+def test_a_retried_chunk_makes_only_what_its_failed_try_left(tmp_path: Path) -> None:
+    cfg = _config()
+    out = str(tmp_path / "ds")
+    chunk = run.plan(cfg, out).chunks[0]  # 3 jobs, batches of 2
+    dying = CountingPipe(run.pipeline(cfg).pipe, limit=2)  # dies in its 2nd batch
+    with pytest.raises(KeyboardInterrupt):
+        run.generate_chunk(cfg, out, chunk, pipe=dying, progress=False)
+    counting = CountingPipe(run.pipeline(cfg).pipe)
+    stats = run.generate_chunk(cfg, out, chunk, pipe=counting, progress=False)  # the retry
+    assert counting.images == 1 and stats.accepted + stats.rejected == 1
+    assert len(store.done_jobs(out)) == 3
+
+
 def test_kill_between_compaction_and_part_deletion_keeps_rows_once(tmp_path: Path) -> None:
     import shutil
 

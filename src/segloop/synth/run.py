@@ -131,8 +131,13 @@ def scorer(cfg: Config) -> ImageTextScorer | None:
 def generate_chunk(cfg: Config, out: str, chunk: Chunk, *, pipe: Any = None,
                    scorer_: ImageTextScorer | None = None, progress: bool = True
                    ) -> ChunkStats:
-    """Generate ``chunk`` batch by batch; each batch is committed on its own."""
+    """Generate ``chunk`` batch by batch; each batch is committed on its own. Jobs already
+    committed (by this chunk's earlier, failed try) are skipped, so a retry only makes what
+    is missing."""
     start = time.perf_counter()
+    done = store.done_jobs(out)
+    chunk = Chunk(chunk.label, chunk.number,
+                  tuple(j for j in chunk.jobs if (j.label, j.index) not in done))
     pipe = pipe if pipe is not None else pipeline(cfg).pipe
     scorer_ = scorer_ if scorer_ is not None else scorer(cfg)
     texts = label_texts(cfg.synth)

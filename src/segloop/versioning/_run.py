@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -49,6 +50,14 @@ _DVC_HINT = (
     "run the same command in {root} to see its full output (add -v for details); "
     "`python -m dvc doctor` shows the DVC setup"
 )
+
+
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` URL masked."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
 
 
 def subprocess_env(root: Path) -> dict[str, str]:
@@ -105,7 +114,8 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``cmd`` in ``root``; raise VersioningError if it fails and ``check`` is set, or
     if it runs past :func:`timeout_for` its tool (it is stopped then)."""
-    shown = shlex.join(cmd)
+    shown = redact(shlex.join(["***" if i and cmd[i - 1] == "password" else a
+                               for i, a in enumerate(cmd)]))
     is_dvc = cmd[:3] == [sys.executable, "-m", "dvc"]
     tool = "dvc" if is_dvc else "git"
     limit = timeout_for(tool)
@@ -123,11 +133,11 @@ def run(
             "DVC comes with segloop's dependencies: pip install 'dvc>=3.50,<4')."
         ) from exc
     if check and proc.returncode != 0:
-        output = _tail(proc.stderr) or _tail(proc.stdout) or "    (no output)"
+        output = redact(_tail(proc.stderr) or _tail(proc.stdout) or "    (no output)")
         default = _DVC_HINT if is_dvc else _GIT_HINT
         raise VersioningError(
             f"`{shown}` failed with exit code {proc.returncode} in {root}:\n{output}\n"
-            f"Hint: {(hint or default).format(root=root)}"
+            f"Hint: {redact((hint or default).format(root=root))}"
         )
     return proc
 

@@ -17,12 +17,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import filelock
 
 from segloop.data.images import write_bytes_atomic
-from segloop.errors import VersioningError
-from segloop.versioning._run import dvc, git, git_ok, git_try, require_repo
+from segloop.errors import RemoteError, VersioningError
+from segloop.versioning._run import dvc, git, git_ok, git_try, redact, require_repo
 
 LOCK_NAME = ".segloop.lock"
 REMOTE_NAME = "segloop"
@@ -120,7 +121,7 @@ def init_workspace(root: str | Path, remote_url: str | os.PathLike[str]) -> Work
         setup = [p for p in _SETUP_FILES if (root / p).exists()]
         message = "segloop: initialise workspace" if first else "segloop: configure workspace"
         commit_paths(root, setup, message)
-    return Workspace(root, url)
+    return Workspace(root, split_credentials(url)[0])
 
 
 def version_path(
@@ -195,8 +196,15 @@ def create_tag(root: Path, tag: str, message: str) -> None:
 
 
 def push_path(ws: Workspace, dvc_file: str) -> None:
-    """``dvc push`` one ``.dvc`` file to the workspace remote."""
-    dvc(ws.root, "push", "-r", REMOTE_NAME, dvc_file, hint=_PUSH_HINT.format(url=ws.remote_url))
+    """``dvc push`` one ``.dvc`` file to the workspace remote (:class:`RemoteError` if it
+    fails: a retry may succeed)."""
+    try:
+        dvc(ws.root, "push", "-r", REMOTE_NAME, dvc_file,
+            hint=_PUSH_HINT.format(url=redact(ws.remote_url)))
+    except RemoteError:
+        raise
+    except VersioningError as exc:
+        raise RemoteError(str(exc)) from None
 
 
 # ---- internals --------------------------------------------------------------------------
@@ -235,17 +243,34 @@ def _dvc_project_config(root: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """``scheme://user:password@host/...`` -> (``scheme://user@host/...``, password); other
+    URLs and paths come back unchanged with None."""
+    parts = urlsplit(url)
+    if "://" not in url or parts.password is None:
+        return url, None
+    host = parts.hostname or ""
+    netloc = (f"{parts.username}@" if parts.username else "") + host + (
+        f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc)), parts.password
+
+
 def _configure_dvc(root: Path, url: str, config: dict[str, str]) -> None:
+    """Point the ``segloop`` remote at ``url``. A password in the URL goes to
+    ``.dvc/config.local`` (git-ignored by DVC), never to the committed ``.dvc/config``."""
     if config.get("core.analytics") != "false":
         dvc(root, "config", "core.analytics", "false")
+    url, password = split_credentials(url)
     current = config.get(f"remote.{REMOTE_NAME}.url")
     if current is None:
         dvc(root, "remote", "add", "--default", REMOTE_NAME, url)
-        return
-    if current != url:
-        dvc(root, "remote", "modify", REMOTE_NAME, "url", url)
-    if config.get("core.remote") != REMOTE_NAME:
-        dvc(root, "remote", "default", REMOTE_NAME)
+    else:
+        if current != url:
+            dvc(root, "remote", "modify", REMOTE_NAME, "url", url)
+        if config.get("core.remote") != REMOTE_NAME:
+            dvc(root, "remote", "default", REMOTE_NAME)
+    if password is not None:
+        dvc(root, "remote", "modify", "--local", REMOTE_NAME, "password", password)
 
 
 def _ensure_gitignore(root: Path) -> None:
