@@ -98,3 +98,35 @@ def test_default_config_is_params_yaml_when_present(
     (tmp_path / "params.yaml").write_text("smoke:\n  n_images: 3\n")
     assert main(["config", "show"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["smoke"]["n_images"] == 3
+
+
+def test_a_bug_is_reported_in_one_line_and_an_interrupt_exits_130(
+        capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import segloop.cli as cli
+
+    def boom(args) -> int:  # type: ignore[no-untyped-def]
+        raise RuntimeError("unexpected state")
+
+    def stop(args) -> int:  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    parser = cli.build_parser()
+    for func, code in ((boom, 1), (stop, 130)):
+        monkeypatch.setattr(cli, "build_parser", lambda func=func: _with_func(parser, func))
+        assert main(["config", "show"]) == code
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.startswith("segloop: ")
+    monkeypatch.setenv("SEGLOOP_DEBUG", "1")
+    monkeypatch.setattr(cli, "build_parser", lambda: _with_func(parser, boom))
+    with pytest.raises(RuntimeError, match="unexpected state"):
+        main(["config", "show"])
+
+
+def _with_func(parser, func):  # type: ignore[no-untyped-def]
+    """``parser`` whose parsed arguments call ``func``."""
+    class Wrapped:
+        def parse_args(self, argv):  # type: ignore[no-untyped-def]
+            args = parser.parse_args(argv)
+            args.func = func
+            return args
+    return Wrapped()

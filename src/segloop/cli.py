@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -259,6 +260,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SegloopError as err:
         print(f"segloop: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("segloop: interrupted; a rerun resumes where this one stopped", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001  (a bug: short message unless debugging)
+        if os.environ.get("SEGLOOP_DEBUG"):
+            raise
+        print(f"segloop: internal error: {type(err).__name__}: {err}\n"
+              "This is a bug in segloop, not in your input: rerun with SEGLOOP_DEBUG=1 to "
+              "see the traceback, and please report it.", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
