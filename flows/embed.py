@@ -60,10 +60,12 @@ def embed_flow(pipeline: str | None = None, config: Config | None = None) -> dic
                     logger.error("shard %05d failed: %s", shard.shard, err)
             update_progress_artifact(progress, 100.0 * (i + len(wave)) / len(plan.shards))
         seconds = time.perf_counter() - start
-        # 4. Version the output folder with DVC (whatever completed).
+        # 4. Version the output folder with DVC (whatever completed; also when this run
+        # had nothing to do, in case a killed run left the folder unversioned: no change,
+        # no commit).
         commit = None
-        if cfg.embed.version and stats:
-            commit = t.version_output(ws, out, sum(s.images for s in stats))
+        if cfg.embed.version and (stats or plan.present):
+            commit = t.version_output(ws, out, plan.present + sum(s.images for s in stats))
         # 5. Report.
         summary = run.summarize(plan, stats, seconds)
         summary["commit"] = commit

@@ -23,6 +23,7 @@ from segloop.data.images import write_bytes_atomic
 from segloop.data.parquet import read_table, write_table
 from segloop.data.schemas import LABEL_ROUND, MANIFEST
 from segloop.errors import ConfigError
+from segloop.faults import kill_point
 from segloop.versioning import RoundInfo, Workspace, commit_round, version_path
 
 MANIFEST_FILE = "manifest.parquet"
@@ -97,6 +98,7 @@ def build_dataset(cfg: Config, root: str, dest: Path) -> int:
             "height": h, "width": w, "n_bytes": (dest / image_rel).stat().st_size,
         })
     write_table(str(dest / MANIFEST_FILE), MANIFEST, rows)
+    kill_point("smoke.dataset")
     return len(rows)
 
 

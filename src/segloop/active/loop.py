@@ -31,6 +31,7 @@ from segloop.context import open_workspace, resolve_data_root
 from segloop.data.classes import ClassSpec
 from segloop.devices import pick_device
 from segloop.errors import ConfigError
+from segloop.faults import kill_point
 from segloop.train.arrays import SplitArrays
 from segloop.train.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from segloop.train.factory import (
@@ -160,6 +161,7 @@ def train_after(ctx: ALContext, k: int, state: LabelState,
         recipe["pseudolabels"] = ctx.seeds.recipe()
     if path.is_file() and read_meta(path).get("recipe") == recipe:
         meta = load_checkpoint(model, path)
+        _version_model(ctx, k, path)  # a no-op unless a kill came between save and version
         return model.to(ctx.device), float(meta.get("train_seconds", 0.0))
     init = None
     if ac.warm_start_steps is not None and k > 0:
@@ -170,9 +172,14 @@ def train_after(ctx: ALContext, k: int, state: LabelState,
                                init=init, progress=progress,
                                desc=f"training on rounds 0..{k}")
     save_checkpoint(model, path, {"recipe": recipe, "train_seconds": seconds})
+    kill_point("al.trained")
+    _version_model(ctx, k, path)
+    return model, seconds
+
+
+def _version_model(ctx: ALContext, k: int, path: Path) -> None:
     version_path(ctx.ws, path.relative_to(ctx.ws.root).as_posix(),
                  f"model: trained on label rounds 0..{k:03d}")
-    return model, seconds
 
 
 def training_recipe(cfg: Config) -> dict[str, Any]:
@@ -223,6 +230,7 @@ def score_and_select(ctx: ALContext, model: nn.Module, state: LabelState, n: int
                                          budget(ctx, ac.budget_per_round), n, ctx.device,
                                          progress)
     write_scores(path, choice.rows(ctx.pool, n, ac.strategy))
+    kill_point("al.selected")
     return _checked(choice.selection, scan.units, "active.budget_per_round"), path, seconds
 
 

@@ -210,4 +210,4 @@ def version_output(ws: Workspace, out: str, images: int) -> str | None:
     if "://" in out or not path.resolve().is_relative_to(ws.root.resolve()):
         return None
     rel = path.resolve().relative_to(ws.root.resolve()).as_posix()
-    return version_path(ws, rel, f"embeddings: {path.name} ({images} images embedded)")
+    return version_path(ws, rel, f"embeddings: {path.name} ({images} images)")

@@ -31,6 +31,7 @@ from segloop.data.schemas import IMAGE_EMBEDDINGS, MASK_EMBEDDINGS, TableSchema
 from segloop.data.settings_file import check_settings as _check_settings
 from segloop.embed.tables import EmbeddedImage, image_table, mask_schema, mask_table
 from segloop.errors import StoreError
+from segloop.faults import kill_point
 
 SETTINGS_FILE = "embed.json"
 PART = "part-0.parquet"
@@ -125,6 +126,7 @@ class ShardWriter:
             self._images.write(image_table([item]))
         table = mask_table([item], self.embedding_dtype)
         self._masks.write(table)
+        kill_point("embed.shard.partial")
         self.images += 1
         self.rows += table.num_rows
 
@@ -140,6 +142,7 @@ class ShardWriter:
         try:
             for w in writers:  # images first: the masks file is the commit point
                 w.close()
+            kill_point("embed.shard.written")
         except BaseException:
             for w in writers:
                 w.abort()

@@ -73,11 +73,14 @@ def train_heads(cfg: Config, plan: PseudoPlan, progress: bool = True) -> dict[st
     batches = _batches(cfg, ts)
     meta = {"labels": list(labels), "settings": s.__dict__, "in_dim": 1024}
     start = time.perf_counter()
+    # each head's training history travels in its checkpoint, so a run killed between the
+    # two heads records the same history as one that was not
     teacher = _load(head_path(staging, "teacher"), c, s)
-    teacher_hist: Any = None
     if teacher is None:
-        teacher, teacher_hist = train_teacher(batches, c, s, device, progress)
-        save_checkpoint(teacher, head_path(staging, "teacher"), {**meta, "role": "teacher"})
+        teacher, hist = train_teacher(batches, c, s, device, progress)
+        save_checkpoint(teacher, head_path(staging, "teacher"),
+                        {**meta, "role": "teacher", "history": hist.epochs})
+    teacher_hist = read_meta(head_path(staging, "teacher")).get("history")
     teacher = teacher.cpu().eval()
     record: dict[str, Any] = {"images": ts.images, "missing_embeddings": ts.missing,
                               "labels": list(labels), "settings": s.__dict__}
@@ -87,13 +90,16 @@ def train_heads(cfg: Config, plan: PseudoPlan, progress: bool = True) -> dict[st
         if student is None:
             tau = s.tau if s.tau is not None else median_entropy(teacher, batches(0), device)
             student, student_hist = train_student(batches, teacher, tau, c, s, device, progress)
-            save_checkpoint(student, student_file, {**meta, "role": "student", "tau": tau})
-            record["student_history"] = student_hist.epochs
-        tau = float(read_meta(student_file)["tau"])
+            save_checkpoint(student, student_file, {**meta, "role": "student", "tau": tau,
+                                                    "history": student_hist.epochs})
+        student_meta = read_meta(student_file)
+        if student_meta.get("history") is not None:
+            record["student_history"] = student_meta["history"]
+        tau = float(student_meta["tau"])
         record["tau"] = tau
         record["tau_rule"] = "median teacher mask entropy" if s.tau is None else "configured"
     if teacher_hist is not None:
-        record["teacher_history"] = teacher_hist.epochs
+        record["teacher_history"] = teacher_hist
     old = _read_record(record_path)
     record = {**old, **record, "seconds": round(old.get("seconds", 0.0)
                                                 + time.perf_counter() - start, 3)}

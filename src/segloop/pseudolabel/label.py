@@ -21,6 +21,7 @@ from segloop.config import Config
 from segloop.data.datasets import Dataset, Sample, open_dataset
 from segloop.embed.store import Embeddings, read_embeddings
 from segloop.errors import DataError
+from segloop.faults import kill_point
 from segloop.models.clip import load_clip
 from segloop.pseudolabel import store
 from segloop.pseudolabel.paint import decide, paint
@@ -161,4 +162,5 @@ def label_chunk(cfg: Config, plan: PseudoPlan, k: int, scorer: MaskScorer,
                          "confidence": float(dec.confidence[j]), "kept": bool(dec.kept[j]),
                          "reason": dec.reason[j], "area": int(areas[j])})
     store.write_chunk(plan.paths.staging, k, labels, rows)
+    kill_point("pseudo.chunk")
     return ChunkStats(k, len(ids), len(rows), kept_total, round(time.perf_counter() - start, 3))

@@ -25,7 +25,14 @@ from segloop.errors import ConfigError
 from segloop.pseudolabel import store
 from segloop.pseudolabel.bags import choose_labels, manifest_labels, mask_files
 from segloop.pseudolabel.labels import LabelMapping, map_labels, sam_clip_labels
-from segloop.versioning import RoundInfo, RoundKind, Workspace, list_rounds, seed_rounds
+from segloop.versioning import (
+    RoundInfo,
+    RoundKind,
+    Workspace,
+    ignore_in_workspace,
+    list_rounds,
+    seed_rounds,
+)
 
 STAGING_DIR = "work/pseudolabels"
 
@@ -148,6 +155,7 @@ def plan(cfg: Config, ws: Workspace) -> PseudoPlan:
     """Resolve inputs and labels, decide the round, open the staging folder."""
     p = cfg.pseudolabel
     paths = resolve_paths(cfg, ws.root)
+    ignore_in_workspace(ws, [f"/{STAGING_DIR.split('/')[0]}/"])  # scratch, never versioned
     labels = method_labels(cfg, paths)
     mapping = map_labels(labels, cfg.data.classes, p.class_map, p.background)
     ids, names = target_images(paths.target, p.limit)

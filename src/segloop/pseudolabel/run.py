@@ -20,7 +20,7 @@ from segloop.config import Config
 from segloop.data.json_io import read_json
 from segloop.pseudolabel import store
 from segloop.pseudolabel.label import ChunkStats
-from segloop.pseudolabel.plan import PseudoPlan, resolve_paths
+from segloop.pseudolabel.plan import STAGING_DIR, PseudoPlan, resolve_paths
 from segloop.runlock import output_lock
 from segloop.versioning import RoundInfo, Workspace, commit_round, record_round_metrics
 
@@ -52,11 +52,22 @@ def round_meta(plan: PseudoPlan, counts: dict[str, Any],
         "round": plan.round, "method": plan.method, "fingerprint": plan.fingerprint,
         "created_at": datetime.now(UTC).isoformat(), "settings": plan.settings,
         "tau": (training or {}).get("tau"), "tau_rule": (training or {}).get("tau_rule"),
-        "inputs": {"source": plan.paths.source if plan.method == "usam" else None,
-                   "manifest": plan.paths.manifest if plan.method == "usam" else None,
-                   "target": plan.paths.target},
+        "inputs": {"source": _shown(plan, plan.paths.source) if plan.method == "usam" else None,
+                   "manifest": (_shown(plan, plan.paths.manifest) if plan.method == "usam"
+                                else None),
+                   "target": _shown(plan, plan.paths.target)},
         "counts": counts, "checkpoints": checkpoints, "training": training,
     }
+
+
+def _shown(plan: PseudoPlan, location: str) -> str:
+    """An input as the round records it: relative to the workspace when inside it (no
+    machine paths in versioned data), else as configured (a URL or an outside path)."""
+    root = plan.paths.staging.parents[len(Path(STAGING_DIR).parts)]
+    if "://" in location:
+        return location
+    path = Path(location).resolve()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else location
 
 
 def counts(plan: PseudoPlan, table: pa.Table) -> dict[str, Any]:
@@ -102,6 +113,7 @@ def confirm(ws: Workspace, plan: PseudoPlan) -> dict[str, Any] | None:
     if not (folder / store.ROUND_FILE).is_file():  # not checked out here: nothing to read
         return plan.existing.metrics.get("metrics") if plan.existing.metrics else None
     meta = store.read_round_meta(folder)
+    shutil.rmtree(plan.paths.staging, ignore_errors=True)  # left if killed after the commit
     path = folder / store.METRICS_FILE
     metrics = (read_json(path, "restore the round with `segloop rounds checkout` or `dvc "
                          "checkout`") if path.is_file() else None)

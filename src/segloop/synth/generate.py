@@ -16,6 +16,7 @@ from PIL import Image
 from segloop.data.fs import join
 from segloop.data.ids import image_id
 from segloop.data.images import write_bytes_atomic
+from segloop.faults import kill_point
 from segloop.models.clip import ImageTextScorer
 from segloop.synth import store
 from segloop.synth.prompts import Job
@@ -112,5 +113,7 @@ def run_batch(
         else:
             assert probs is not None
             rejected.append({**row, "clip_scores": [float(v) for v in probs[k]]})
+    kill_point("synth.batch.images")
     store.write_parts(out, jobs[0].label_dir, jobs[0].index, accepted, rejected)
+    kill_point("synth.batch.part")
     return BatchResult(len(accepted), len(rejected), seconds)

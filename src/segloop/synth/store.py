@@ -27,6 +27,7 @@ import pyarrow as pa
 from segloop.data.fs import join, url_to_fs
 from segloop.data.parquet import read_table, write_table
 from segloop.data.schemas import SYNTHETIC_MANIFEST, SYNTHETIC_REJECTS
+from segloop.faults import kill_point
 
 MANIFEST_FILE = "manifest.parquet"
 REJECTS_FILE = "rejects.parquet"
@@ -107,6 +108,7 @@ def compact(out: str) -> dict[str, int]:
             data = data.sort_by([("class_index", "ascending"), ("index", "ascending")])
             write_table(join(out, file_name), table, data)
         counts[kind] = data.num_rows
+    kill_point("synth.compact.tables")
     parts_dir = posixpath.join(root.rstrip("/"), PARTS)
     if fs.exists(parts_dir):
         fs.rm(parts_dir, recursive=True)

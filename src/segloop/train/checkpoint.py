@@ -13,18 +13,25 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from segloop.errors import DataError, ModelNotFoundError
+from segloop.faults import kill_point
 
 META_KEY = "segloop"
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, meta: dict[str, Any]) -> Path:
-    """Write ``model``'s state dict to ``path`` (temp name, then rename) with ``meta`` as JSON."""
+    """Write ``model``'s state dict to ``path`` (temp name, then rename) with ``meta`` as JSON.
+
+    Temporary files of earlier, killed writes of the same checkpoint are removed first (the
+    caller holds its output's lock, so no other writer of this path is running)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     try:
         save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+        kill_point("checkpoint.written")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

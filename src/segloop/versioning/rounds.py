@@ -22,6 +22,7 @@ import yaml
 
 from segloop.data.json_io import json_default
 from segloop.errors import VersioningError
+from segloop.faults import kill_point
 from segloop.versioning._run import dvc, dvc_ok, git, git_try, require_repo
 from segloop.versioning.workspace import (
     REMOTE_NAME,
@@ -133,9 +134,11 @@ def commit_round(
         elif not final.is_dir():
             raise VersioningError(f"{final} exists but is not a folder: move it away and retry")
         message = message or f"labels: round {number:03d}"
+        kill_point("round.renamed")
         version_path(ws, kind.dir.format(number), message, push=push)
         tag = kind.tag.format(number)
         create_tag(root, tag, message)
+        kill_point("round.committed")
         return _round_info(ws, number, tag, created=True, kind=kind)
 
 
@@ -168,6 +171,7 @@ def record_round_metrics(ws: Workspace, number: int, metrics: dict[str, Any],
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, path)
         commit_paths(root, [rel], f"metrics: {kind.what} {number:03d}")
+        kill_point("metrics.recorded")
 
 
 def list_rounds(ws: Workspace, kind: RoundKind = LABELS) -> list[RoundInfo]:
@@ -278,6 +282,7 @@ def _write_atomically(final: Path, number: int, write: Callable[[Path], None]) -
         write(tmp)
         if not tmp.is_dir():
             raise VersioningError(f"write() removed its output folder {tmp}: write into it")
+        kill_point("round.staged")
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -23,6 +23,7 @@ import filelock
 
 from segloop.data.images import write_bytes_atomic
 from segloop.errors import RemoteError, VersioningError
+from segloop.faults import kill_point
 from segloop.versioning._run import dvc, git, git_ok, git_try, redact, require_repo
 
 LOCK_NAME = ".segloop.lock"
@@ -139,14 +140,17 @@ def version_path(
         rel = _relative_path(root, rel_path)
         dvc(root, "add", rel, hint=f"check that {rel} is not tracked by git itself "
             "(`git rm -r --cached` it) and is not inside another DVC-tracked folder")
+        kill_point("version.added")
         dvc_file = f"{rel}.dvc"
         paths = [dvc_file]
         gitignore = posixpath.join(posixpath.dirname(rel), ".gitignore")
         if (root / gitignore).exists():
             paths.append(gitignore)
         commit_paths(root, paths, message)
+        kill_point("version.committed")
         if push:
             push_path(ws, dvc_file)
+            kill_point("version.pushed")
         if tag:
             _ensure_tag(root, tag, message, dvc_file)
         return head_commit(root)
