@@ -38,3 +38,24 @@ class ModelNotFoundError(SegloopError, FileNotFoundError):
 
 class BusyError(SegloopError):
     """Another run holds the output (or workspace) this run would write: it names that run."""
+
+
+#: errno values of a full disk or an exhausted quota.
+DISK_FULL_ERRNOS = (28, 122)  # ENOSPC, EDQUOT
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (or what it was raised from) says the disk or quota is full."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
+            return True
+        err = err.__cause__  # type: ignore[assignment]
+    return False
+
+
+def disk_full_error(what: str, err: OSError) -> DataError:
+    """The error for a write that ran out of space: what, where, and that nothing is
+    half-written (the caller has removed its temporary file)."""
+    return DataError(f"no space left to write {what} ({err.strerror or err}): free space on "
+                     "that disk (or point the output elsewhere) and run again; nothing was "
+                     "half-written and a rerun resumes where this one stopped")

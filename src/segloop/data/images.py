@@ -17,7 +17,7 @@ from PIL import Image
 
 from segloop.data.classes import ClassSpec
 from segloop.data.fs import url_to_fs
-from segloop.errors import DataError
+from segloop.errors import DISK_FULL_ERRNOS, DataError, disk_full_error
 
 _LABEL_MODES = ("L", "P", "1", "I", "I;16", "I;16L", "I;16B", "I;16N")
 _LOSSY_FORMATS = ("JPEG", "MPO")
@@ -138,6 +138,8 @@ def write_bytes_atomic(
         fs.mv(tmp, path)
     except BaseException as err:
         _remove_quietly(fs, tmp)
+        if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
+            raise disk_full_error(url, err) from err
         if isinstance(err, OSError):
             raise DataError(
                 f"cannot write {url}: {err}; check the folder exists and is writable"

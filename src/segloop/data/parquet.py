@@ -26,7 +26,7 @@ from fsspec import AbstractFileSystem
 
 from segloop.data.fs import to_url, url_to_fs
 from segloop.data.schemas import TABLES, TableSchema, check_metadata, get_schema
-from segloop.errors import StoreError
+from segloop.errors import DISK_FULL_ERRNOS, StoreError, disk_full_error
 
 Filters = ds.Expression | Sequence[Any] | None
 
@@ -88,7 +88,8 @@ class TableWriter:
         self._append(self.table.from_rows(rows, where=self.url))
 
     def write(self, data: pa.Table | pa.RecordBatch) -> None:
-        """Validate, cast to the table schema and buffer an Arrow table or batch."""
+        """Validate, cast to the table schema and buffer an Arrow table or batch (a full disk
+        while a row group is written: :class:`DataError`, the temporary file removed)."""
         self._check_open()
         self._append(self.table.conform(data, where=self.url))
 
@@ -104,8 +105,10 @@ class TableWriter:
             _fsync(self._fh)
             self._fh.close()
             self._fs.mv(self.tmp_path, self._path)
-        except BaseException:
+        except BaseException as err:
             self.abort()
+            if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
+                raise disk_full_error(self.url, err) from err
             raise
         self._state = "closed"
 
@@ -158,7 +161,13 @@ class TableWriter:
         if not final and data.nbytes > 0:
             n = max(1, min(n, n * self.row_group_bytes // data.nbytes))
         head, rest = data.slice(0, n), data.slice(n)
-        writer.write_table(head, row_group_size=n)
+        try:
+            writer.write_table(head, row_group_size=n)
+        except OSError as err:
+            if err.errno not in DISK_FULL_ERRNOS:
+                raise
+            self.abort()
+            raise disk_full_error(self.url, err) from err
         self._buffer = [rest] if rest.num_rows else []
         self._buffered_bytes = rest.nbytes if rest.num_rows else 0
 
@@ -173,6 +182,8 @@ class TableWriter:
                 use_dictionary=_dictionary_columns(self.table.arrow),
             )
         except (OSError, pa.ArrowException) as exc:
+            if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+                raise disk_full_error(self.url, exc) from exc
             raise StoreError(
                 f"{self.url}: cannot create {self.tmp_path!r} for table "
                 f"{self.table.name!r} ({exc}); check the folder exists and is writable"

@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from segloop.errors import DataError, ModelNotFoundError
+from segloop.errors import DISK_FULL_ERRNOS, DataError, ModelNotFoundError, disk_full_error
 from segloop.faults import kill_point
 
 META_KEY = "segloop"
@@ -33,6 +33,10 @@ def save_checkpoint(model: nn.Module, path: str | Path, meta: dict[str, Any]) ->
         save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
         kill_point("checkpoint.written")
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in DISK_FULL_ERRNOS:
+            raise disk_full_error(str(path), err) from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path

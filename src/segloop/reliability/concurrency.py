@@ -1,0 +1,90 @@
+"""Two runs at once on one workspace, as real processes: each pair must either both
+finish, or one be refused at once with a message naming the run that holds the output;
+after the refused one is rerun, nothing is corrupted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from segloop.faults import ENV as KILL_ENV
+from segloop.reliability import harness
+
+#: (first flow, second flow) started together on one case folder (one workspace).
+PAIRS: tuple[tuple[str, str], ...] = (
+    ("smoke", "smoke"),
+    ("synthesize", "synthesize"),
+    ("embed", "embed"),
+    ("active_learning", "active_learning"),
+    ("pseudolabel", "pseudolabel"),
+    ("synthesize", "embed"),
+    ("smoke", "synthesize"),
+    ("embed", "active_learning"),
+)
+# smoke and active_learning on one workspace are refused by design (smoke's label rounds
+# are not the loop's): ConfigError "point base.paths.workspace ... at a workspace of its own"
+
+REFUSED = "being written by"
+
+
+@dataclass
+class PairResult:
+    flows: tuple[str, str]
+    codes: tuple[int, int]
+    refused: int
+    safe: bool
+    problems: list[str]
+
+
+def _start(flow: str, config: Path, api_url: str | None) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != KILL_ENV}
+    env.update(HF_HUB_OFFLINE="1", DVC_NO_ANALYTICS="1", PYTHONUNBUFFERED="1")
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return subprocess.Popen([sys.executable, "-m", "segloop.cli", "run", flow, "--pipeline",
+                             str(config)], cwd=harness.REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def run_pair(pair: tuple[str, str], base: Path, api_url: str | None,
+             timeout: float = 900) -> PairResult:
+    """Start both flows of ``pair`` on ``base`` (the second 0.5 s after the first), wait,
+    rerun any refused one, and check the workspace's invariants."""
+    configs = [harness.prepare_case(flow, base, api_url) for flow in pair]
+    procs = [_start(pair[0], configs[0], api_url)]
+    time.sleep(0.5)
+    procs.append(_start(pair[1], configs[1], api_url))
+    outputs, codes = [], []
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            out, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            out, _ = p.communicate()
+        outputs.append(out)
+        codes.append(p.returncode)
+    problems, refused = [], 0
+    for flow, config, code, out in zip(pair, configs, codes, outputs, strict=True):
+        if code == 0:
+            continue
+        if code == 2 and REFUSED in out:
+            refused += 1
+            again = harness.run_flow(flow, config, api_url)
+            if again.code != 0:
+                problems.append(f"{flow} refused, then its rerun failed:\n{again.output[-1500:]}")
+        else:
+            problems.append(f"{flow} failed (exit {code}) instead of finishing or being "
+                            f"refused:\n{out[-1500:]}")
+    if not any(c == 0 for c in codes):
+        problems.append("neither run finished")
+    if not problems:
+        problems += harness.snapshot(base).problems
+    return PairResult(pair, (codes[0], codes[1]), refused, not problems, problems)
+
+
