@@ -133,7 +133,7 @@ def _cmd_labels(args: argparse.Namespace) -> int:
         print(f"tasks of the pending round written to {folder}")
         return 0
     with output_lock(labels_dir(cfg), "labels import"):  # not beside a running loop
-        info = human.import_round(ctx, args.path)
+        info = human.import_round(ctx, args.path, allow_unlabelled=args.allow_unlabelled)
     print(f"round {info.number:03d} committed: {info.path} (tag {info.tag})")
     return 0
 
@@ -242,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--out", help="folder to write to (default: the workspace's work/ folder)")
     ip = ls.add_parser("import", help="validate finished labels and commit the pending round")
     ip.add_argument("path", help="COCO JSON, Label Studio JSON export, or a folder of PNGs")
+    ip.add_argument("--allow-unlabelled", action="store_true",
+                    help="commit even if no selected unit (or most of them) has a label")
     for q in (ep, ip):
         q.add_argument("--pipeline", "-p", help=pipeline_help)
     p.set_defaults(func=_cmd_labels)

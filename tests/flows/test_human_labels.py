@@ -13,6 +13,7 @@ from PIL import Image
 
 from segloop.cli import main
 from segloop.data import rle
+from segloop.data.parquet import read_table
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_active_learning_flow import _tags, al_config  # noqa: E402
@@ -72,9 +73,20 @@ def test_export_wait_import_resume_and_tamper(prefect_harness: None, camvid_root
     assert "digest" in capsys.readouterr().err.lower()
     assert _tags(ws) == []
 
+    # the export submitted unchanged (every unit still 'to-label') is refused
+    assert main(["labels", "import", str(tasks / "coco.json"), "-p", str(pipe)]) == 2
+    err = capsys.readouterr().err
+    assert "2 of the 2 selected units of round 0 have no label" in err
+    assert "--allow-unlabelled" in err and "Traceback" not in err
+    assert _tags(ws) == []
+
     assert main(["labels", "import", str(done), "-p", str(pipe)]) == 0
     assert "round 000 committed" in capsys.readouterr().out
     assert _tags(ws) == ["labels/r000"]
+    meta = json.loads((ws / "data/labels/round_000/round.json").read_text())
+    assert meta["imported"]["units_labelled"] == 2 and meta["imported"]["units_empty"] == 0
+    rows = read_table(str(ws / "data/labels/round_000/round.parquet")).to_pylist()
+    assert all(0 < r["labelled_pixels"] <= r["total_pixels"] for r in rows)
     labels = sorted((ws / "data/labels/round_000/labels").iterdir())
     assert len(labels) == 2  # 20% of 10 images, whole images at image level
 

@@ -153,3 +153,15 @@ def test_images_matched_by_file_name_without_segloop_fields(tmp_path, region_sel
     assert set(labels) == set(region_sel.images)
     a = region_sel.units[0]
     assert (labels[a.image_id][a.mask] == 1).all()
+
+
+def test_label_studio_coco_export_is_recognised(tmp_path, region_sel, spec) -> None:
+    # what Label Studio's COCO export of brush labels looks like: the masks are gone
+    doc = {"images": [{"id": 0, "width": 10, "height": 10, "file_name": "images/a.png"}],
+           "categories": [{"id": 0, "name": "car"}], "annotations": [],
+           "info": {"year": 2026, "version": "1.0", "description": "",
+                    "contributor": "Label Studio", "url": "", "date_created": "2026-11-27"}}
+    path = tmp_path / "project-1-at-2026.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=r"Label Studio's COCO export.*Export -> JSON"):
+        read_coco_labels(path, region_sel, spec)

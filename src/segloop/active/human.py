@@ -107,8 +107,19 @@ def _selection_back(folder: Path) -> tuple[Selection, str]:
     return sel, str(raw["strategy"])
 
 
-def import_round(ctx: ALContext, path: str | Path) -> RoundInfo:
-    """Validate the finished labels at ``path`` against the pending round and commit it."""
+#: A round with more than this share of selected units left unlabelled is refused (unless
+#: allowed): the sign of pre-annotations submitted unchanged.
+MAX_EMPTY_SHARE = 0.5
+
+
+def import_round(ctx: ALContext, path: str | Path,
+                 allow_unlabelled: bool = False) -> RoundInfo:
+    """Validate the finished labels at ``path`` against the pending round and commit it.
+
+    A file in which no selected unit (or more than :data:`MAX_EMPTY_SHARE` of them) holds a
+    label is refused unless ``allow_unlabelled``: it is what submitting the pre-annotated
+    tasks unchanged produces, and a committed round cannot be edited (only retracted). The
+    round records the pixels actually labelled in each unit."""
     n = next_round_number(ctx.ws)
     folder = ctx.work_dir(n) / TASKS
     if not (folder / "selection.json").is_file():
@@ -116,6 +127,15 @@ def import_round(ctx: ALContext, path: str | Path) -> RoundInfo:
                         "active_learning flow with active.annotator: human first")
     pending = read_selection(folder / "selection.json")
     imported = import_labels(path, pending, ctx.classes)
+    total = imported.units_labelled + imported.units_empty
+    if not allow_unlabelled and (imported.units_labelled == 0
+                                 or imported.units_empty > MAX_EMPTY_SHARE * total):
+        raise DataError(
+            f"{path}: {imported.units_empty} of the {total} selected units of round {n} have "
+            f"no label ({imported.units_labelled} labelled). Submitting the tasks with their "
+            "'to-label' pre-annotations unchanged gives exactly this. Paint each region with "
+            "its class and export again; if the units really are to stay unlabelled, rerun "
+            "with --allow-unlabelled (they then count as labelled-nothing)")
     selection, strategy = _selection_back(folder)
     index = ctx.pool.index_of()
     labels = {}
@@ -123,8 +143,20 @@ def import_round(ctx: ALContext, path: str | Path) -> RoundInfo:
         if image_id not in index:
             raise DataError(f"{path}: image {image_id} is not in the pool")
         labels[index[image_id]] = _resize_nearest(label, ctx.pool.arrays.hw)
+    ignore = ctx.classes.ignore_index
+    labelled = {}
+    for u in selection.units:
+        have = labels.get(u.image_index)
+        if have is None:
+            continue
+        unit = (ctx.pool.regions[u.image_index] == u.region_id
+                if u.region_id >= 0 and ctx.pool.regions is not None else True)
+        labelled[(u.image_index, u.region_id)] = int(((have != ignore) & unit).sum())
+    extra = {"imported": {"units_labelled": imported.units_labelled,
+                          "units_empty": imported.units_empty,
+                          "labelled_pixels_original_size": imported.labelled_pixels}}
     return commit_labels(ctx, n, selection, labels, strategy, "human",
-                         ctx.work_dir(n) / "scores.parquet")
+                         ctx.work_dir(n) / "scores.parquet", labelled, extra)
 
 
 def export_pending(ctx: ALContext, out: Path | None = None) -> Path:

@@ -259,13 +259,16 @@ def simulated_labels(pool: Pool, selection: Selection, mode: str,
 
 
 def commit_labels(ctx: ALContext, n: int, selection: Selection, labels: dict[int, np.ndarray],
-                  strategy: str, annotator: str, scores: Path | None = None) -> RoundInfo:
-    """Write round ``n``'s folder (labels, table, metadata, scores) and version it."""
+                  strategy: str, annotator: str, scores: Path | None = None,
+                  labelled: dict[tuple[int, int], int] | None = None,
+                  extra: dict[str, object] | None = None) -> RoundInfo:
+    """Write round ``n``'s folder (labels, table, metadata, scores) and version it
+    (``labelled`` and ``extra``: see :func:`write_round_folder`)."""
     created = datetime.now(UTC)
 
     def write(folder: Path) -> None:
         write_round_folder(folder, ctx.pool, n, selection, labels, ctx.cfg, strategy,
-                           annotator, created, scores)
+                           annotator, created, scores, labelled, extra)
 
     what = f"{len(selection.units)} {'images' if ctx.cfg.active.level == 'image' else 'regions'}"
     return commit_round(ctx.ws, n, write, message=f"labels: round {n:03d} ({what}, {strategy})")

@@ -107,6 +107,11 @@ def coco_labels_from_doc(
 ) -> dict[str, np.ndarray]:
     """:func:`read_coco_labels` on an already parsed document (``where`` names it)."""
     check_classes(sel, spec)
+    info = doc.get("info") if isinstance(doc, dict) else None
+    if isinstance(info, dict) and str(info.get("contributor", "")).strip() == "Label Studio":
+        raise DataError(f"{where} is Label Studio's COCO export, which leaves out brush masks "
+                        "(the labels segloop's tasks ask for): in Label Studio choose Export -> "
+                        "JSON (not COCO) and import that file")
     if not isinstance(doc, dict) or not all(
         isinstance(doc.get(k), list) for k in ("images", "annotations")
     ):
