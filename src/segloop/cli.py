@@ -10,6 +10,7 @@
     segloop labels import FILE          validate finished labels and commit the pending round
     segloop rounds list [--pipeline P]  label rounds with tag, date, size, metrics
     segloop rounds checkout N [...]     restore round N's files exactly
+    segloop rounds retract N [...]      undo the latest round (history kept)
                                         (--seeds usam|sam_clip: pseudo-label rounds)
     segloop data locate [--pipeline P]  find (or download once) the configured dataset
 """
@@ -149,6 +150,19 @@ def _cmd_rounds(args: argparse.Namespace) -> int:
         path = checkout_round(ws, args.number, kind)
         print(f"round {args.number:03d} restored at {path}")
         return 0
+    if args.action == "retract":
+        from segloop.context import labels_dir
+        from segloop.runlock import output_lock
+        from segloop.versioning import retract_round
+
+        target = (labels_dir(cfg) if args.seeds is None
+                  else (ws.root / kind.dir.format(0)).parent)
+        with output_lock(target, "rounds retract"):  # not beside a run writing rounds
+            kept = retract_round(ws, args.number, kind)
+        print(f"round {args.number:03d} retracted: removed from the workspace in a new "
+              f"commit, kept in history as tag {kept}; the next run or import makes round "
+              f"{args.number:03d} again")
+        return 0
     rounds = list_rounds(ws, kind)
     if args.json:
         print(json.dumps([{**r.__dict__, "path": str(r.path)} for r in rounds], indent=2))
@@ -229,7 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--json", action="store_true", help="machine-readable output")
     cp = rs.add_parser("checkout", help="restore a round's files exactly")
     cp.add_argument("number", type=int)
-    for q in (lp, cp):
+    xp = rs.add_parser("retract", help="undo the latest round (a new commit; its tag is "
+                       "kept as <tag>-retracted-<k>)")
+    xp.add_argument("number", type=int)
+    for q in (lp, cp, xp):
         q.add_argument("--pipeline", "-p", help=pipeline_help)
         q.add_argument("--seeds", choices=("usam", "sam_clip"), metavar="METHOD",
                        help="the pseudolabel flow's rounds of METHOD (usam, sam_clip) "

@@ -239,3 +239,33 @@ def test_seed_rounds_are_a_separate_append_only_family(tmp_path, git, tree_hashe
     hashes = tree_hashes(info.path)
     shutil.rmtree(info.path)
     assert checkout_round(ws, 0, usam) == info.path and tree_hashes(info.path) == hashes
+
+
+def test_retract_the_latest_round_keeps_history(tmp_path: Path, git, tree_hashes):  # type: ignore[no-untyped-def]
+    from segloop.versioning import init_workspace, retract_round
+
+    ws = init_workspace(tmp_path / "ws", tmp_path / "remote")
+    root = ws.root
+    commit_round(ws, 0, Writer(seed=1))
+    first = commit_round(ws, 1, Writer(seed=2))
+    record_round_metrics(ws, 1, {"miou": 0.5})
+    wrong = tree_hashes(first.path)
+    with pytest.raises(VersioningError, match="only the latest label round"):
+        retract_round(ws, 0)
+    commits = _count(git, root)
+    kept = retract_round(ws, 1)
+    assert kept == "labels/r001-retracted-1"
+    assert _count(git, root) == commits + 1  # a new commit, nothing rewritten
+    assert [r.number for r in list_rounds(ws)] == [0] and next_round_number(ws) == 1
+    assert not first.path.exists() and not (root / "metrics/rounds/round_001.json").exists()
+    assert git(root, "status", "--porcelain") == ""
+    assert git(root, "rev-parse", f"{kept}^{{commit}}") == first.commit
+    # the round is made again under its number; a second retraction keeps both
+    again = commit_round(ws, 1, Writer(seed=3))
+    assert again.tag == "labels/r001" and tree_hashes(again.path) != wrong
+    assert retract_round(ws, 1) == "labels/r001-retracted-2"
+    # the retracted data stays restorable from its tag
+    git(root, "checkout", "-q", kept, "--", "data/labels/round_001.dvc")
+    subprocess.run([sys.executable, "-m", "dvc", "checkout", "data/labels/round_001.dvc"],
+                   cwd=root, check=True, capture_output=True)
+    assert tree_hashes(root / "data/labels/round_001") == wrong

@@ -156,7 +156,9 @@ def train_after(ctx: ALContext, k: int, state: LabelState,
     model = build_from_config(tc, c)
     path = ctx.model_path(k)
     recipe = {**model_recipe(tc, c), "rounds": k, "seed": _seed(ctx, k),
-              **training_recipe(ctx.cfg)}
+              **training_recipe(ctx.cfg),
+              # the rounds' commits: a retracted and re-imported round retrains the model
+              "label_commits": [r.commit for r in committed_rounds(ctx) if r.number <= k]}
     if ctx.seeds is not None:
         recipe["pseudolabels"] = ctx.seeds.recipe()
     if path.is_file() and read_meta(path).get("recipe") == recipe:

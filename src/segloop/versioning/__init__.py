@@ -17,6 +17,7 @@ from segloop.versioning.rounds import (
     list_rounds,
     next_round_number,
     record_round_metrics,
+    retract_round,
     seed_rounds,
 )
 from segloop.versioning.workspace import (
@@ -46,6 +47,7 @@ __all__ = [
     "list_rounds",
     "next_round_number",
     "record_round_metrics",
+    "retract_round",
     "seed_rounds",
     "version_path",
     "versioning_lock",

@@ -23,12 +23,14 @@ import yaml
 from segloop.data.json_io import json_default
 from segloop.errors import VersioningError
 from segloop.faults import kill_point
-from segloop.versioning._run import dvc, dvc_ok, git, git_try, require_repo
+from segloop.versioning._run import dvc, dvc_ok, git, git_ok, git_try, require_repo
 from segloop.versioning.workspace import (
     REMOTE_NAME,
     Workspace,
     commit_paths,
     create_tag,
+    ensure_identity,
+    tag_commit,
     version_path,
     versioning_lock,
 )
@@ -140,6 +142,45 @@ def commit_round(
         create_tag(root, tag, message)
         kill_point("round.committed")
         return _round_info(ws, number, tag, created=True, kind=kind)
+
+
+def retract_round(ws: Workspace, number: int, kind: RoundKind = LABELS) -> str:
+    """Undo the latest round ``number`` (e.g. labels imported by mistake) without rewriting
+    history: a new commit removes its ``.dvc`` file, folder and metrics record, and its tag
+    is renamed ``<tag>-retracted-<k>`` (same commit, so the round stays restorable with
+    ``git checkout <that tag> && dvc checkout``). The next round takes the number again.
+    Returns the retraction's tag name. Only the latest round can be retracted: later
+    rounds were chosen with it."""
+    _check_number(number)
+    root = ws.root
+    with versioning_lock(root):
+        require_repo(root)
+        tags = _round_tags(root, kind)
+        if number not in tags:
+            raise VersioningError(f"{kind.what} {number} is not committed in {root} "
+                                  f"(existing: {_describe(tags)})")
+        if number != max(tags):
+            raise VersioningError(
+                f"only the latest {kind.what} ({max(tags)}) can be retracted, not {number}: "
+                f"later rounds were selected with it. Retract {max(tags)} first, then "
+                f"{number}.")
+        tag = tags[number]
+        k = 1
+        while tag_commit(root, f"{tag}-retracted-{k}") is not None:
+            k += 1
+        kept = f"{tag}-retracted-{k}"
+        git(root, "tag", "-a", "-m", f"retracted {kind.what} {number:03d}", kept,
+            f"{tag}^{{commit}}")
+        rel = kind.dir.format(number)
+        paths = [p for p in (f"{rel}.dvc", kind.metrics.format(number))
+                 if git_ok(root, "ls-files", "--error-unmatch", "--", p)]
+        git(root, "rm", "-q", "--", *paths)
+        ensure_identity(root)
+        git(root, "commit", "-q", "-m",
+            f"{kind.what} {number:03d} retracted (kept as tag {kept})", "--", *paths)
+        git(root, "tag", "-d", tag)
+        shutil.rmtree(root / rel, ignore_errors=True)
+        return kept
 
 
 def record_round_metrics(ws: Workspace, number: int, metrics: dict[str, Any],
