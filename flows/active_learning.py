@@ -60,10 +60,10 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
         if not committed:
             first = ac.initial_strategy
             if ac.annotator == "human" and human.pending_exists(ctx, 0):
-                return _wait(ctx, 0, None, first, logger)
+                return _wait(ctx, 0, None, first, logger, pipeline)
             selection, scores0 = t.initial_selection(ctx)
             if ac.annotator == "human":
-                return _wait(ctx, 0, selection, first, logger)
+                return _wait(ctx, 0, selection, first, logger, pipeline)
             labels = t.simulate_labels(ctx, selection)
             t.commit_labels(ctx, 0, selection, labels, first, ac.annotator, scores0)
             committed = [0]
@@ -86,7 +86,7 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
                 break
             if ac.annotator == "human" and human.pending_exists(ctx, k + 1):
                 logger.info("round %d is exported and waits for labels", k + 1)
-                return _wait(ctx, k + 1, None, ac.strategy, logger)
+                return _wait(ctx, k + 1, None, ac.strategy, logger, pipeline)
             selection, scores, seconds = t.score_and_select(ctx, model, state, k + 1)
             logger.info("round %d: scored the pool in %.1f s, selected %s", k + 1, seconds,
                         selection.to_dict())
@@ -94,7 +94,7 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
                 logger.info("the pool is fully labelled: stopping after round %d", k)
                 break
             if ac.annotator == "human":
-                return _wait(ctx, k + 1, selection, ac.strategy, logger)
+                return _wait(ctx, k + 1, selection, ac.strategy, logger, pipeline)
             labels = t.simulate_labels(ctx, selection)
             t.commit_labels(ctx, k + 1, selection, labels, ac.strategy, ac.annotator, scores)
             new_rounds += 1
@@ -107,13 +107,15 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
         return _publish(ctx, "complete")
 
 
-def _wait(ctx: loop.ALContext, n: int, selection, strategy: str, logger) -> ALResult:  # type: ignore[no-untyped-def]
+def _wait(ctx: loop.ALContext, n: int, selection, strategy: str, logger,  # type: ignore[no-untyped-def]
+          pipeline: str | None) -> ALResult:
     """Export round ``n``'s tasks (unless already exported) and report that labels are due."""
     pending = (human.export_round(ctx, n, selection, strategy) if selection is not None
                else ctx.work_dir(n) / human.TASKS)
+    flag = f" --pipeline {pipeline}" if pipeline else ""
     logger.info("round %d selected: label the tasks in %s, then run `segloop labels import "
-                "%s/<finished file>`; the next flow run continues from there", n, pending,
-                pending)
+                "%s/<finished file>%s`; the next flow run continues from there", n, pending,
+                pending, flag)
     result = _publish(ctx, "waiting_for_labels")
     result.pending = str(pending)
     return result

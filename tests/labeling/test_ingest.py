@@ -141,8 +141,25 @@ def refuse(path, sel, spec, *patterns: str) -> str:
 def test_refuses_another_rounds_coco(tmp_path, region_sel, spec) -> None:
     other = replace(region_sel, round=4)
     path = coco_person(other, tmp_path / "c.json")
-    refuse(path, region_sel, spec, "exported for selection digest", "another round",
-           "import the file exported for this round")
+    refuse(path, region_sel, spec, "this is round 4's file, but round 3 is the one waiting",
+           "import the file exported for round 3", "segloop labels export")
+
+
+def test_refuses_a_region_outside_naming_the_label_studio_task(tmp_path, region_sel,
+                                                               spec) -> None:
+    path = ls_person(region_sel, tmp_path / "t.json")
+
+    def stroke_outside(doc):  # type: ignore[no-untyped-def]
+        task = doc[0]
+        task["id"] = 417
+        result = task["annotations"][0]["result"][0]
+        h, w = result["original_height"], result["original_width"]
+        everywhere = np.ones((h, w), dtype=bool)
+        result["value"]["rle"] = mask_to_rle(everywhere)
+        result["value"]["brushlabels"] = [region_sel.classes[0]]
+
+    refuse(edit_json(path, stroke_outside), region_sel, spec,
+           "Label Studio task 417, image", "outside the selected regions")
 
 
 def test_refuses_tampered_digest_ls(tmp_path, region_sel, spec) -> None:

@@ -119,7 +119,8 @@ def coco_labels_from_doc(
                         "export COCO instances (JSON) from the labelling tool")
     meta = doc.get("segloop")
     if isinstance(meta, dict):
-        check_file_digest(meta.get("selection_digest"), sel, where)
+        check_file_digest(meta.get("selection_digest"), sel, where,
+                          found_round=meta.get("round"))
         if meta.get("selection_digest") is None and meta.get("round") not in (None, sel.round):
             raise DataError(f"{where} was exported for round {meta['round']}, not round "
                             f"{sel.round}; import the file of this round")

@@ -25,7 +25,7 @@ from segloop.data.classes import ClassSpec
 from segloop.data.images import read_label
 from segloop.errors import DataError
 from segloop.labeling.coco import coco_labels_from_doc
-from segloop.labeling.labelstudio import labelstudio_labels_from_doc
+from segloop.labeling.labelstudio import labelstudio_labels_from_doc, labelstudio_task_ids
 from segloop.labeling.selection_file import (
     FORMAT_NAME,
     ImageMatcher,
@@ -80,6 +80,7 @@ def import_labels(path: str | Path, sel: PendingSelection, classes: ClassSpec) -
     """Read a COCO file, Label Studio export or PNG folder and validate it against ``sel``."""
     check_classes(sel, classes)
     where = str(path)
+    refs: dict[str, str] = {}
     if Path(where).is_dir():
         labels = read_png_labels(where, sel, classes)
     else:
@@ -88,7 +89,8 @@ def import_labels(path: str | Path, sel: PendingSelection, classes: ClassSpec) -
             labels = coco_labels_from_doc(doc, where, sel, classes)
         else:
             labels = labelstudio_labels_from_doc(doc, where, sel, classes)
-    return validate_labels(labels, where, sel, classes)
+            refs = labelstudio_task_ids(doc, sel)
+    return validate_labels(labels, where, sel, classes, refs)
 
 
 def read_png_labels(
@@ -123,9 +125,11 @@ def read_png_labels(
 
 
 def validate_labels(
-    labels: dict[str, np.ndarray], where: str, sel: PendingSelection, classes: ClassSpec
+    labels: dict[str, np.ndarray], where: str, sel: PendingSelection, classes: ClassSpec,
+    refs: dict[str, str] | None = None,
 ) -> ImportedLabels:
-    """Check label maps against the selection and count what was labelled."""
+    """Check label maps against the selection and count what was labelled; ``refs`` names
+    each image as the labelling tool does (e.g. its Label Studio task) in messages."""
     check_classes(sel, classes)
     for sid in labels:
         if sid not in sel.images:
@@ -147,7 +151,7 @@ def validate_labels(
         classes.check_label(label, where=f"{where}: image {sid!r}")
         label = label.astype(np.uint8)
         labelled = label != classes.ignore_index
-        _check_inside(labelled, sel.selected_mask(sid), where, sel, sid)
+        _check_inside(labelled, sel.selected_mask(sid), where, sel, sid, (refs or {}).get(sid))
         for unit in sel.units_of(sid):
             if (labelled & unit.pixel_mask()).any():
                 units_labelled += 1
@@ -159,14 +163,15 @@ def validate_labels(
 
 
 def _check_inside(labelled: np.ndarray, selected: np.ndarray, where: str,
-                  sel: PendingSelection, sid: str) -> None:
+                  sel: PendingSelection, sid: str, ref: str | None = None) -> None:
     outside = labelled & ~selected
     if not outside.any():
         return
     ys, xs = np.nonzero(outside)
     regions = [u.region_id for u in sel.units_of(sid)]
     raise DataError(
-        f"{where}: image {sid!r} ({sel.images[sid].name}) has {ys.size} labelled pixels "
+        f"{where}: {ref + ', ' if ref else ''}image {sid!r} ({sel.images[sid].name}) has "
+        f"{ys.size} labelled pixels "
         f"outside the selected regions (x {xs.min()}..{xs.max()}, y {ys.min()}..{ys.max()}); "
         f"round {sel.round} asked only for regions {short_list(regions)}: give those regions "
         "their classes, erase the labels outside them and export again"

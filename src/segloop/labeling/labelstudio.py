@@ -283,7 +283,8 @@ def labelstudio_labels_from_doc(
     for task in doc:
         data = task["data"]
         ref = data.get("segloop_image_id") or data.get("image")
-        check_file_digest(data.get("segloop_digest"), sel, where, image=str(ref))
+        check_file_digest(data.get("segloop_digest"), sel, where, image=str(ref),
+                          found_round=data.get("segloop_round"))
         if data.get("segloop_digest") is None and data.get("segloop_round") not in (None,
                                                                                   sel.round):
             raise DataError(f"{where}: task {task.get('id')} (image {ref!r}) was exported for "
@@ -303,6 +304,19 @@ def labelstudio_labels_from_doc(
         labels[sid] = label
         task_of[sid] = task.get("id")
     return labels
+
+
+def labelstudio_task_ids(doc: Any, sel: PendingSelection) -> dict[str, str]:
+    """Image id -> "Label Studio task <id>" for the tasks of an export (for messages)."""
+    matcher = ImageMatcher(sel)
+    out = {}
+    for task in doc if isinstance(doc, list) else []:
+        data = task.get("data") if isinstance(task, dict) else None
+        if isinstance(data, dict) and task.get("id") is not None:
+            sid = matcher.match(data.get("segloop_image_id"), [data.get("image")])
+            if sid is not None:
+                out[sid] = f"Label Studio task {task['id']}"
+    return out
 
 
 def _latest_annotation(annotations: Any) -> dict[str, Any] | None:

@@ -416,13 +416,20 @@ def check_classes(sel: PendingSelection, classes: ClassSpec) -> None:
         )
 
 
-def check_file_digest(found: Any, sel: PendingSelection, where: str, image: str = "") -> None:
-    """Refuse a task file whose recorded selection digest is not ``sel``'s (if it has one)."""
+def check_file_digest(found: Any, sel: PendingSelection, where: str, image: str = "",
+                      found_round: Any = None) -> None:
+    """Refuse a task file whose recorded selection digest is not ``sel``'s (if it has one);
+    ``found_round`` (the round the file says it was exported for) names the likely cause."""
     if found is None:
         return
     expected = selection_digest(sel)
     if found != expected:
         about = f" (image {image!r})" if image else ""
+        if isinstance(found_round, int) and found_round != sel.round:
+            raise DataError(
+                f"{where}{about}: this is round {found_round}'s file, but round {sel.round} "
+                f"is the one waiting for labels; import the file exported for round "
+                f"{sel.round} (`segloop labels export --out DIR` writes its tasks again)")
         raise DataError(
             f"{where}{about}: the file was exported for selection digest {str(found)[:12]}... "
             f"but round {sel.round}'s selection.json has {expected[:12]}...; the labels belong "
