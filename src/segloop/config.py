@@ -438,6 +438,14 @@ class ActiveConfig(Section):
     annotator: Literal["dominant", "exact", "human"] = Field(
         "exact", description="simulated from ground truth (region: dominant class or exact "
         "pixels), or human: export tasks and stop until `segloop labels import`")
+    labelstudio_images: Literal["path", "local-files"] = Field(
+        "path", description="how Label Studio tasks point at images: path (the image's "
+        "path or URL as segloop reads it; a bucket URL works with Label Studio's cloud "
+        "storage), or local-files (/data/local-files/?d=<path under "
+        "labelstudio_document_root>, served by Label Studio's Local Storage)")
+    labelstudio_document_root: str | None = Field(
+        None, description="local-files: Label Studio's LOCAL_FILES_DOCUMENT_ROOT; images "
+        "must lie under it (symlinks are resolved first)")
     click_cost_pixels: float = Field(0.0, ge=0, description="cost of one region click")
     mc_samples: int = Field(8, ge=2, description="MC-dropout samples for BALD")
     pseudolabels: str | None = Field(

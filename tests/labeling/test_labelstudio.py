@@ -206,3 +206,30 @@ def test_non_brush_regions_are_refused(tmp_path, region_sel, spec) -> None:
     (tmp_path / "t.json").write_text(json.dumps(tasks))
     with pytest.raises(DataError, match="polygonlabels region cannot be imported"):
         read_labelstudio_labels(tmp_path / "t.json", region_sel, spec)
+
+
+def test_local_files_urls_resolve_symlinks_and_stay_under_the_root(tmp_path) -> None:
+    from segloop.errors import ConfigError
+    from segloop.labeling import local_files_url
+
+    root = tmp_path / "served"
+    (root / "camvid" / "train").mkdir(parents=True)
+    image = root / "camvid" / "train" / "0001 TP.png"
+    image.write_bytes(b"png")
+    link = tmp_path / "link.png"
+    link.symlink_to(image)
+    assert local_files_url(str(image), root) == "/data/local-files/?d=camvid/train/0001%20TP.png"
+    assert local_files_url(str(link), root) == local_files_url(str(image), root)
+    outside = tmp_path / "elsewhere.png"
+    outside.write_bytes(b"png")
+    with pytest.raises(ConfigError, match="not under active.labelstudio_document_root"):
+        local_files_url(str(outside), root)
+    with pytest.raises(ConfigError, match="not a local file"):
+        local_files_url("s3://bucket/a.png", root)
+
+
+def test_export_writes_the_given_image_urls(tmp_path, region_sel) -> None:
+    path = export_labelstudio(region_sel, tmp_path / "ls.json", lambda uri: f"/x/{uri}")
+    tasks = json.loads(path.read_text())
+    assert [t["data"]["image"] for t in tasks] == [
+        f"/x/{e.image_uri}" for e in region_sel.images.values()]

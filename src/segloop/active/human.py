@@ -8,7 +8,9 @@ exported selection, brought back to the working resolution and committed as the 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from segloop.active.loop import ALContext, commit_labels
 from segloop.active.selection import Budget, Selection, Unit
 from segloop.data.images import write_bytes_atomic
 from segloop.data.json_io import read_json
-from segloop.errors import DataError
+from segloop.errors import ConfigError, DataError
 from segloop.labeling import (
     PendingSelection,
     TaskUnit,
@@ -26,6 +28,7 @@ from segloop.labeling import (
     export_labelstudio,
     import_labels,
     labeling_config,
+    local_files_url,
     read_selection,
     write_selection,
 )
@@ -75,12 +78,24 @@ def export_round(ctx: ALContext, n: int, selection: Selection, strategy: str) ->
         units=task_units(ctx, selection), created_at=datetime.now(UTC).isoformat())
     write_selection(pending, out)
     export_coco(pending, out / "coco.json")
-    export_labelstudio(pending, out / "labelstudio.json")
+    export_labelstudio(pending, out / "labelstudio.json", _image_url(ctx))
     write_bytes_atomic(str(out / "labelstudio_config.xml"), labeling_config(ctx.classes).encode())
     units = {"strategy": strategy, "budget": selection.budget.__dict__,
              "units": [u.__dict__ for u in selection.units]}
     write_bytes_atomic(str(out / UNITS_FILE), (json.dumps(units, indent=1) + "\n").encode())
     return out
+
+
+def _image_url(ctx: ALContext) -> Callable[[str], str] | None:
+    """How Label Studio tasks point at images (``active.labelstudio_images``)."""
+    ac = ctx.cfg.active
+    if ac.labelstudio_images == "path":
+        return None
+    if ac.labelstudio_document_root is None:
+        raise ConfigError("active.labelstudio_images: local-files needs "
+                          "active.labelstudio_document_root: the folder Label Studio serves "
+                          "(its LOCAL_FILES_DOCUMENT_ROOT), which must hold the images")
+    return partial(local_files_url, document_root=ac.labelstudio_document_root)
 
 
 def pending_exists(ctx: ALContext, n: int) -> bool:

@@ -35,9 +35,10 @@ class (the labelling interface is :func:`labeling_config`). Label Studio's JSON 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -228,8 +229,29 @@ def labeling_config(classes: ClassSpec) -> str:
     return "\n".join(lines)
 
 
-def export_labelstudio(sel: PendingSelection, out_path: str | Path) -> Path:
-    """Write the Label Studio import JSON: one task per image, one 'to-label' region per unit."""
+def local_files_url(image: str, document_root: str | Path) -> str:
+    """Label Studio's Local Storage URL of a local image: ``/data/local-files/?d=<path>``,
+    the path relative to ``document_root`` (LOCAL_FILES_DOCUMENT_ROOT), symlinks resolved
+    (Label Studio refuses to follow them)."""
+    if "://" in image and not image.startswith("file://"):
+        raise ConfigError(f"image {image} is not a local file: Label Studio's local-files "
+                          "URLs serve local images only; use active.labelstudio_images: path "
+                          "with a cloud storage connected in Label Studio")
+    root = Path(document_root).expanduser().resolve()
+    path = Path(image.removeprefix("file://")).expanduser().resolve()
+    if not path.is_relative_to(root):
+        raise ConfigError(f"image {path} is not under active.labelstudio_document_root "
+                          f"{root}: set it to a folder that holds the images (and start "
+                          "Label Studio with LOCAL_FILES_DOCUMENT_ROOT set to the same)")
+    return "/data/local-files/?d=" + quote(path.relative_to(root).as_posix())
+
+
+def export_labelstudio(sel: PendingSelection, out_path: str | Path,
+                       image_url: Callable[[str], str] | None = None) -> Path:
+    """Write the Label Studio import JSON: one task per image, one 'to-label' region per unit.
+
+    ``image_url`` maps an image's URI to the URL the task shows (default: the URI as is;
+    :func:`local_files_url` for Label Studio's Local Storage)."""
     if not sel.units:
         raise DataError(f"round {sel.round} selected nothing; there is nothing to export")
     if TO_LABEL in sel.classes:
@@ -245,7 +267,8 @@ def export_labelstudio(sel: PendingSelection, out_path: str | Path) -> Path:
                       "brushlabels": [TO_LABEL]},
         } for unit in sel.units_of(entry.image_id)]
         tasks.append({
-            "data": {"image": entry.image_uri, "segloop_image_id": entry.image_id,
+            "data": {"image": image_url(entry.image_uri) if image_url else entry.image_uri,
+                     "segloop_image_id": entry.image_id,
                      "segloop_round": sel.round, "segloop_digest": digest},
             "predictions": [{"model_version": f"segloop-round-{sel.round:03d}",
                              "result": result}],
