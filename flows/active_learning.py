@@ -22,6 +22,7 @@ from prefect.artifacts import (
 )
 
 import flows  # noqa: F401  (offline Prefect defaults)
+from flows._server import cancelled_on_interrupt
 from segloop import context
 from segloop.active import human, loop, report
 from segloop.config import Config, load_config
@@ -40,7 +41,7 @@ class ALResult:
     workspace: str = ""
 
 
-@flow(name="active_learning")
+@flow(name="active_learning", on_crashed=[cancelled_on_interrupt])
 def active_learning_flow(pipeline: str | None = None, config: Config | None = None
                          ) -> ALResult:
     """Run (or resume) the loop from a config file (``pipeline``) or a ``Config`` object."""

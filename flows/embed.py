@@ -19,6 +19,7 @@ from prefect.artifacts import (
 )
 
 import flows  # noqa: F401  (offline Prefect defaults)
+from flows._server import cancelled_on_interrupt
 from segloop.config import Config, load_config
 from segloop.embed import report, run
 from segloop.errors import SegloopError
@@ -26,7 +27,7 @@ from segloop.runlock import output_lock
 from tasks import embed as t
 
 
-@flow(name="embed")
+@flow(name="embed", on_crashed=[cancelled_on_interrupt])
 def embed_flow(pipeline: str | None = None, config: Config | None = None) -> dict[str, object]:
     """Embed (or finish embedding) the configured dataset; returns the run summary."""
     logger = get_run_logger()

@@ -21,12 +21,13 @@ from prefect.artifacts import (
 )
 
 import flows  # noqa: F401  (offline Prefect defaults)
+from flows._server import cancelled_on_interrupt
 from segloop.config import Config, load_config
 from segloop.pseudolabel import run
 from tasks import pseudolabel as t
 
 
-@flow(name="pseudolabel")
+@flow(name="pseudolabel", on_crashed=[cancelled_on_interrupt])
 def pseudolabel_flow(pipeline: str | None = None, config: Config | None = None
                      ) -> dict[str, object]:
     """Make (or finish, or confirm) a pseudo-label round; returns the run summary."""

@@ -6,13 +6,14 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 import flows  # noqa: F401  (offline Prefect defaults)
+from flows._server import cancelled_on_interrupt
 from segloop import context, smoke
 from segloop.config import Config, load_config
 from segloop.runlock import output_lock
 from tasks import smoke as t
 
 
-@flow(name="smoke")
+@flow(name="smoke", on_crashed=[cancelled_on_interrupt])
 def smoke_flow(pipeline: str | None = None, config: Config | None = None) -> smoke.SmokeResult:
     """Run the smoke pipeline from a config file (``pipeline``) or a ``Config`` object."""
     logger = get_run_logger()

@@ -19,13 +19,14 @@ from prefect.artifacts import (
 )
 
 import flows  # noqa: F401  (offline Prefect defaults)
+from flows._server import cancelled_on_interrupt
 from segloop.config import Config, load_config
 from segloop.runlock import output_lock
 from segloop.synth import contact, report, run, store
 from tasks import synthesize as t
 
 
-@flow(name="synthesize")
+@flow(name="synthesize", on_crashed=[cancelled_on_interrupt])
 def synthesize_flow(pipeline: str | None = None, config: Config | None = None
                     ) -> dict[str, object]:
     """Generate (or finish generating) the configured synthetic dataset; returns a summary."""

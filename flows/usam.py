@@ -15,6 +15,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 import flows  # noqa: F401  (offline Prefect defaults)
+from flows._server import cancelled_on_interrupt
 from flows.embed import embed_flow
 from flows.pseudolabel import pseudolabel_flow
 from flows.synthesize import synthesize_flow
@@ -23,7 +24,7 @@ from segloop.config import Config, load_config
 from segloop.pseudolabel.chain import synthetic_embed_config, target_embed_config
 
 
-@flow(name="usam")
+@flow(name="usam", on_crashed=[cancelled_on_interrupt])
 def usam_flow(pipeline: str | None = None, config: Config | None = None) -> dict[str, object]:
     """Run the chain; returns the summaries of its steps."""
     logger = get_run_logger()

@@ -56,6 +56,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from segloop.runtime import configure_offline
 
     configure_offline(cfg.base.paths.prefect_home)
+    from flows._server import interruptible_server
+
+    with interruptible_server():  # Ctrl-C stops the flow promptly; the run is Cancelled
+        return _run_flow(args)
+
+
+def _run_flow(args: argparse.Namespace) -> int:
     if args.flow == "smoke":
         from flows.smoke import smoke_flow
         from segloop.smoke import restore_hint

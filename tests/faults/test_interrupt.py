@@ -1,0 +1,49 @@
+"""Ctrl-C during `segloop run`: a prompt exit with one line, and the flow run recorded as
+Cancelled in Prefect's database (not left Running)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from segloop.reliability import cases, harness
+
+
+def test_ctrl_c_stops_the_flow_and_records_it_cancelled(tmp_path: Path) -> None:
+    config = cases.pipeline("active_learning", tmp_path)
+    home = tmp_path / "prefect"  # the pipeline's base.paths.prefect_home
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PREFECT_API") and k != "PREFECT_HOME"}
+    env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", PREFECT_LOGGING_LEVEL="INFO")
+    proc = subprocess.Popen([sys.executable, "-m", "segloop.cli", "run", "active_learning",
+                             "--pipeline", str(config)], cwd=harness.REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:  # wait until the loop is training round 0
+        seen.append(line)
+        if "committed rounds" in line or "pool:" in line:
+            break
+    else:
+        raise AssertionError("".join(seen[-30:]))
+    time.sleep(1.0)
+    stopped = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+    try:
+        rest, _ = proc.communicate(timeout=120)  # before: about 150 s of retries
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    took = time.monotonic() - stopped
+    assert proc.returncode == 130, rest[-3000:]
+    assert "Traceback" not in rest and "ConnectError" not in rest, rest[-3000:]
+    assert "interrupted; a rerun resumes" in rest
+    with sqlite3.connect(home / "prefect.db") as db:
+        states = db.execute("select state_type from flow_run").fetchall()
+    assert states == [("CANCELLED",)], (states, took)
