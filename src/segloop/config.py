@@ -69,6 +69,9 @@ class DataConfig(Section):
     download: bool = True
     classes: ClassSpec = Field(default_factory=lambda: resolve_classes("camvid"))
     storage_options: dict[str, Any] = Field(default_factory=dict)
+    manifest_external: bool = Field(
+        False, description="manifest: allow rows whose image_uri / label_uri is an absolute "
+        "path or a URL (else they must be paths inside the manifest's folder)")
 
     @field_validator("classes", mode="before")
     @classmethod

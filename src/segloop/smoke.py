@@ -68,7 +68,8 @@ def build_dataset(cfg: Config, root: str, dest: Path) -> int:
     (table ``manifest``) lists them with paths relative to ``dest``. Returns the image count.
     """
     ds = open_dataset(cfg.data.format, root, cfg.data.split, cfg.data.classes,
-                      storage_options=cfg.data.storage_options)
+                      storage_options=cfg.data.storage_options,
+                      manifest_external=cfg.data.manifest_external)
     samples = list(ds.samples())
     rng = random.Random(cfg.base.seed)
     chosen = sorted(rng.sample(samples, min(cfg.smoke.n_images, len(samples))),

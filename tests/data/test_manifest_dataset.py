@@ -54,3 +54,18 @@ def test_missing_manifest_and_duplicate_names(tmp_path: Path) -> None:
     folder = _dataset(tmp_path, rows)
     with pytest.raises(DataError, match="appears twice"):
         list(ManifestDataset(str(folder)).samples())
+
+
+@pytest.mark.parametrize("uri", ["/etc/hostname", "../../secret.png", "images/../../x.png",
+                                 "https://example.com/a.png", "s3://bucket/a.png",
+                                 "C:/Windows/a.png"])
+def test_rows_pointing_outside_the_folder_are_refused_unless_trusted(tmp_path: Path,
+                                                                    uri: str) -> None:
+    rows = _rows(2)
+    folder = _dataset(tmp_path, rows)
+    rows[1]["image_uri"] = uri
+    write_table(str(folder / "manifest.parquet"), MANIFEST, rows)
+    with pytest.raises(DataError, match=r"row 'train/1.png' points at .*manifest_external"):
+        list(ManifestDataset(str(folder)).samples())
+    urls = [s.image_url for s in ManifestDataset(str(folder), external=True).samples()]
+    assert len(urls) == 2  # trusted: taken as given (relative ones joined to the folder)

@@ -152,6 +152,13 @@ def import_round(ctx: ALContext, path: str | Path,
             "its class and export again; if the units really are to stay unlabelled, rerun "
             "with --allow-unlabelled (they then count as labelled-nothing)")
     selection, strategy = _selection_back(folder)
+    ids = ctx.pool.arrays.image_ids
+    if (sorted((u.image_id, u.region_id) for u in pending.units)
+            != sorted((ids[u.image_index], u.region_id) for u in selection.units)):
+        raise DataError(
+            f"{folder / UNITS_FILE} does not list the units of {folder / 'selection.json'} "
+            "(it was edited, or is left from another export): delete the folder "
+            f"{folder} and run the active_learning flow again to export the round afresh")
     index = ctx.pool.index_of()
     labels = {}
     for image_id, label in imported.labels.items():

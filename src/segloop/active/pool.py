@@ -62,7 +62,8 @@ def load_split(cfg: Config, root: str, split: str, limit: int | None) -> tuple[S
     """Read a split (``limit`` of its images: the first, or evenly spread with
     ``active.limit_spread``) at ``active.image_size``."""
     ds = open_dataset(cfg.data.format, root, split, cfg.data.classes,
-                      storage_options=cfg.data.storage_options)
+                      storage_options=cfg.data.storage_options,
+                      manifest_external=cfg.data.manifest_external)
     samples = limited(list(ds.samples()), limit, cfg.active.limit_spread)
     size = cfg.active.image_size
     arrays = stack_split((ds.load(s) for s in samples), size, desc=f"loading {split}")

@@ -231,8 +231,9 @@ def open_dataset(
     split: str,
     classes: ClassSpec,
     storage_options: dict[str, Any] | None = None,
+    manifest_external: bool = False,
 ) -> Dataset:
-    """Open a dataset by format name.
+    """Open a dataset by format name (``manifest_external``: see ``data.manifest_external``).
 
     ``"camvid"``: :class:`CamVidLayout` (``root``, ``split``). ``"folder"``:
     :class:`ImageFolder` over ``<root>/<split>`` (or ``root`` itself if ``split`` is "").
@@ -249,7 +250,8 @@ def open_dataset(
     if fmt == "manifest":
         from segloop.data.manifest_dataset import ManifestDataset  # imports the store
 
-        return ManifestDataset(root, split, classes, storage_options)
+        return ManifestDataset(root, split, classes, storage_options,
+                               external=manifest_external)
     if fmt == "voc":
         from segloop.data.voc import VOCLayout  # voc.py builds on this module
 

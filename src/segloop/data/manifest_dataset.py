@@ -25,6 +25,9 @@ class ManifestDataset(_Base):
     Args:
         root: the manifest file, or a folder holding ``manifest.parquet``.
         split: keep rows of this split; "" keeps all rows.
+        external: allow rows pointing outside the manifest's folder (absolute paths,
+            URLs); by default a row must name a path inside it (no ``..`` escapes), so a
+            manifest from elsewhere cannot make segloop read arbitrary files.
     """
 
     def __init__(
@@ -33,8 +36,10 @@ class ManifestDataset(_Base):
         split: str = "",
         classes: ClassSpec | None = None,
         storage_options: dict[str, Any] | None = None,
+        external: bool = False,
     ) -> None:
         self.root = root
+        self.external = external
         self.split = split
         self.classes = classes
         self.storage_options = dict(storage_options or {})
@@ -84,12 +89,24 @@ class ManifestDataset(_Base):
 
     def _collect(self) -> list[Sample]:
         return [
-            Sample(r["name"], self._resolve(r["image_uri"]),
-                   self._resolve(r["label_uri"]) if r["label_uri"] else None)
+            Sample(r["name"], self._resolve(r["image_uri"], r["name"]),
+                   self._resolve(r["label_uri"], r["name"]) if r["label_uri"] else None)
             for r in self.rows()
         ]
 
-    def _resolve(self, uri: str) -> str:
-        if "://" in uri or uri.startswith("/"):
+    def _resolve(self, uri: str, name: str) -> str:
+        outside = "://" in uri or uri.startswith(("/", "\\")) or (len(uri) > 1 and uri[1] == ":")
+        if outside:
+            if not self.external:
+                raise DataError(
+                    f"manifest {to_url(self._fs, self._path)}: row {name!r} points at {uri!r}, "
+                    "outside the manifest's folder; write paths relative to the folder, or "
+                    "set data.manifest_external: true if you trust this manifest")
             return uri
+        rel = posixpath.normpath(uri)
+        if (rel == ".." or rel.startswith("../")) and not self.external:
+            raise DataError(
+                f"manifest {to_url(self._fs, self._path)}: row {name!r} points at {uri!r}, "
+                "which leaves the manifest's folder ('..'); write paths inside it, or set "
+                "data.manifest_external: true if you trust this manifest")
         return to_url(self._fs, posixpath.join(self._base, uri))

@@ -97,7 +97,8 @@ def settings(cfg: Config) -> dict[str, object]:
 def open_input(cfg: Config, root: str) -> Dataset:
     """The dataset to embed (``data.format``, ``data.split``; labels are not read)."""
     return open_dataset(cfg.data.format, root, cfg.data.split, cfg.data.classes,
-                        storage_options=cfg.data.storage_options)
+                        storage_options=cfg.data.storage_options,
+                        manifest_external=cfg.data.manifest_external)
 
 
 def resolve_source(cfg: Config, dataset: Dataset) -> str:

@@ -98,7 +98,8 @@ def load_target(dataset: Dataset, samples: dict[str, Sample], name: str, image_i
 
 def target_dataset(cfg: Config, root: str) -> Dataset:
     d = cfg.data
-    return open_dataset(d.format, root, d.split, d.classes, storage_options=d.storage_options)
+    return open_dataset(d.format, root, d.split, d.classes, storage_options=d.storage_options,
+                        manifest_external=d.manifest_external)
 
 
 def sam_clip_settings(cfg: Config) -> SamClipSettings:
