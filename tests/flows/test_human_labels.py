@@ -79,6 +79,16 @@ def test_export_wait_import_resume_and_tamper(prefect_harness: None, camvid_root
     assert "2 of the 2 selected units of round 0 have no label" in err
     assert "--allow-unlabelled" in err and "Traceback" not in err
     assert _tags(ws) == []
+    # units.json (what gets committed) edited behind the digest-checked selection: refused
+    units_file = tasks / "units.json"
+    kept_units = units_file.read_text()
+    units = json.loads(kept_units)
+    units["units"] = units["units"][:1]
+    units_file.write_text(json.dumps(units))
+    assert main(["labels", "import", str(done), "-p", str(pipe)]) == 2
+    assert "does not list the units of" in capsys.readouterr().err
+    units_file.write_text(kept_units)
+    assert _tags(ws) == []
 
     assert main(["labels", "import", str(done), "-p", str(pipe)]) == 0
     assert "round 000 committed" in capsys.readouterr().out
