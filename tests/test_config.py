@@ -121,3 +121,25 @@ def test_config_strategies_are_the_implemented_ones() -> None:
     assert set(get_args(ActiveConfig.model_fields["strategy"].annotation)) == set(STRATEGIES)
     with pytest.raises(ConfigError, match=r"active\.strategy"):
         parse_config({"active": {"strategy": "coreset"}})
+
+
+def test_credentials_must_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from segloop.data.fs import resolve_env
+    from segloop.errors import DataError
+
+    with pytest.raises(ConfigError, match=r"data.storage_options.secret holds a literal"):
+        parse_config({"data": {"storage_options": {"key": "${env:K}", "secret": "abc"}}})
+    with pytest.raises(ConfigError, match=r"remote URL holds a literal password"):
+        parse_config({"base": {"paths": {"dvc_remote": "https://u:pw@host/dvc"}}})
+    cfg = parse_config({
+        "data": {"storage_options": {"key": "${env:K}", "token": "anon", "anon": False,
+                                     "client_kwargs": {"secret": "${env:S}"}}},
+        "base": {"paths": {"dvc_remote": "https://u:${env:PW}@host/dvc"}}})
+    # the config (and so any flow parameter) keeps the references, never the values
+    assert "${env:K}" in str(cfg.model_dump())
+    monkeypatch.setenv("K", "AKIA123")
+    with pytest.raises(DataError, match=r"\$\{env:S\}, but S is not set"):
+        resolve_env(cfg.data.storage_options)
+    monkeypatch.setenv("S", "s3cret")
+    assert resolve_env(cfg.data.storage_options) == {
+        "key": "AKIA123", "token": "anon", "anon": False, "client_kwargs": {"secret": "s3cret"}}

@@ -41,6 +41,21 @@ class PathsConfig(Section):
     prefect_home: str = Field(".segloop/prefect", description="PREFECT_HOME for local runs.")
     reports: str = Field("reports", description="Where flows write summaries and plots.")
 
+    @field_validator("dvc_remote")
+    @classmethod
+    def _no_literal_password(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        if "://" in value:
+            password = urlsplit(value).password
+            if password is not None and "${env:" not in password:
+                raise ValueError(
+                    "the remote URL holds a literal password: configs are committed and "
+                    "Prefect stores flow parameters; write it as "
+                    "'scheme://user:${env:NAME}@host/...' with the password in environment "
+                    "variable NAME (segloop keeps it in .dvc/config.local, never in git)")
+        return value
+
 
 class BaseConfig(Section):
     seed: int = Field(0, ge=0)
@@ -77,6 +92,20 @@ class DataConfig(Section):
     @classmethod
     def _builtin_classes(cls, value: Any) -> Any:
         return resolve_classes(value) if isinstance(value, str) else value
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_literal_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from segloop.data.fs import secret_keys
+
+        found = secret_keys(value)
+        if found:
+            raise ValueError(
+                f"{', '.join(found)} holds a literal credential: configs are committed and "
+                "Prefect stores flow parameters in its database and shows them in its UI. "
+                "Put the value in an environment variable of the worker and write "
+                "'${env:NAME}' here (read when the data is opened)")
+        return value
 
 
 class SamModelConfig(Section):

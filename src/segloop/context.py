@@ -6,6 +6,7 @@ from pathlib import Path
 
 from segloop.config import Config
 from segloop.data.camvid import locate_camvid
+from segloop.data.fs import expand_env
 from segloop.data.voc import voc_root_hint
 from segloop.errors import ConfigError
 from segloop.versioning import ROUND_DIR, Workspace, init_workspace
@@ -27,7 +28,10 @@ def resolve_data_root(cfg: Config, splits: tuple[str, ...] | None = None) -> str
 def open_workspace(cfg: Config) -> Workspace:
     """Initialise (if needed) and return the configured git+DVC workspace."""
     paths = cfg.base.paths
-    return init_workspace(Path(paths.workspace).resolve(), str(Path(paths.dvc_remote).resolve()))
+    remote = expand_env(paths.dvc_remote, "base.paths.dvc_remote")
+    if "://" not in remote:
+        remote = str(Path(remote).resolve())
+    return init_workspace(Path(paths.workspace).resolve(), remote)
 
 
 def labels_dir(cfg: Config) -> Path:
