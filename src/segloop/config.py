@@ -542,7 +542,10 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"{path}: config file not found; pass an existing YAML file "
                           "(e.g. params.yaml or pipelines/smoke.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, OSError) as err:
+        raise ConfigError(f"{path}: cannot read it as UTF-8 text ({err}); a config is a "
+                          "YAML text file (e.g. a copy of params.yaml)") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
