@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from segloop.config import Config, parse_config
+from segloop.config import load_config
 from segloop.errors import BusyError, ConfigError
+from segloop.reliability import cases
 
 HOLD = """
 import sys, time
@@ -36,21 +37,6 @@ def held_by_another_process(target: Path | str, flow: str) -> Iterator[int]:
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-
-
-def _config(tmp_path: Path, root: Path, **extra: Any) -> Config:
-    return parse_config({
-        "base": {"paths": {"workspace": str(tmp_path / "ws"),
-                           "dvc_remote": str(tmp_path / "remote"),
-                           "reports": str(tmp_path / "reports")}},
-        "data": {"root": str(root), "split": "train"},
-        "models": {"sam": {"variant": "tiny"}, "diffusion": {"model_id": "tiny"},
-                   "clip": {"model_id": "tiny"}},
-        "synth": {"dataset": "toy", "classes": ["car"], "images_per_class": 2,
-                  "batch_size": 2, "chunk_size": 2, "steps": 2},
-        "pseudolabel": {"method": "sam_clip"},
-        **extra,
-    })
 
 
 def _embed(tmp: Path) -> tuple[Callable[..., Any], Path]:
@@ -93,10 +79,11 @@ def _smoke_rounds(tmp: Path) -> tuple[Callable[..., Any], Path]:
                                   _active_learning],
                          ids=lambda f: f.__name__.lstrip("_"))
 def test_a_second_run_on_a_held_output_is_refused_and_writes_nothing(
-        prefect_harness: None, camvid_root: Path, tmp_path: Path,
+        prefect_harness: None, tmp_path: Path,
         case: Callable[[Path], tuple[Callable[..., Any], Path]]) -> None:
     flow, target = case(tmp_path)
-    cfg = _config(tmp_path, camvid_root)
+    name = case.__name__.lstrip("_").replace("smoke_rounds", "smoke")
+    cfg = load_config(cases.pipeline(name, tmp_path))
     with held_by_another_process(target, "other") as pid:
         with pytest.raises(BusyError, match=rf"being written by the other run of pid {pid}"):
             flow(config=cfg)
@@ -104,13 +91,15 @@ def test_a_second_run_on_a_held_output_is_refused_and_writes_nothing(
 
 
 def test_smoke_refuses_a_dataset_dir_outside_the_workspace(
-        prefect_harness: None, camvid_root: Path, tmp_path: Path) -> None:
+        prefect_harness: None, tmp_path: Path) -> None:
     from flows.smoke import smoke_flow
 
     victim = tmp_path / "users-files"
     victim.mkdir()
     (victim / "keep.txt").write_text("mine")
-    cfg = _config(tmp_path, camvid_root, smoke={"dataset_dir": "../users-files"})
+    cfg = load_config(cases.pipeline("smoke", tmp_path))
+    cfg = cfg.model_copy(update={"smoke": cfg.smoke.model_copy(
+        update={"dataset_dir": "../users-files"})})
     with pytest.raises(ConfigError, match="not a folder inside the workspace"):
         smoke_flow(config=cfg)
     assert (victim / "keep.txt").read_text() == "mine"

@@ -154,11 +154,7 @@ def retract_round(ws: Workspace, number: int, kind: RoundKind = LABELS) -> str:
     _check_number(number)
     root = ws.root
     with versioning_lock(root):
-        require_repo(root)
-        tags = _round_tags(root, kind)
-        if number not in tags:
-            raise VersioningError(f"{kind.what} {number} is not committed in {root} "
-                                  f"(existing: {_describe(tags)})")
+        tags = _existing_round(root, number, kind)
         if number != max(tags):
             raise VersioningError(
                 f"only the latest {kind.what} ({max(tags)}) can be retracted, not {number}: "
@@ -231,13 +227,7 @@ def checkout_round(ws: Workspace, number: int, kind: RoundKind = LABELS) -> Path
     _check_number(number)
     root = ws.root
     with versioning_lock(root):
-        require_repo(root)
-        tags = _round_tags(root, kind)
-        if number not in tags:
-            raise VersioningError(
-                f"{kind.what} {number} does not exist in {root}; existing rounds: "
-                f"{_describe(tags)}"
-            )
+        tags = _existing_round(root, number, kind)
         rel = kind.dir.format(number)
         dvc_file = f"{rel}.dvc"
         git(root, "checkout", tags[number], "--", dvc_file)
@@ -266,6 +256,16 @@ def _round_tags(root: Path, kind: RoundKind = LABELS) -> dict[int, str]:
         match = pattern.match(name.strip())
         if match:
             tags[int(match.group(1))] = name.strip()
+    return tags
+
+
+def _existing_round(root: Path, number: int, kind: RoundKind) -> dict[int, str]:
+    """The round tags of ``kind`` (caller holds the lock); round ``number`` must be one."""
+    require_repo(root)
+    tags = _round_tags(root, kind)
+    if number not in tags:
+        raise VersioningError(f"{kind.what} {number} does not exist in {root}; existing "
+                              f"rounds: {_describe(tags)}")
     return tags
 
 
