@@ -15,8 +15,8 @@ from segloop.faults import POINTS, kill_point
 from segloop.reliability import harness
 from segloop.reliability.plan import KILL_CASES
 
-QUICK = [("smoke", "round.staged"), ("smoke", "version.committed:2"),
-         ("synthesize", "synth.compact.tables"), ("active_learning", "al.trained")]
+QUICK = [("smoke", "version.committed:2"), ("synthesize", "synth.compact.tables"),
+         ("active_learning", "al.trained")]
 
 
 @pytest.fixture(scope="module")
