@@ -111,7 +111,9 @@ def test_manifest_of_synthetic_images_goes_to_its_partition(
     manifest = tmp_path / "synth" / "manifest.parquet"
     write_table(str(manifest), MANIFEST, rows)
     raw = _raw(tmp_path / "synth")
-    raw["data"] = {"format": "manifest", "root": str(manifest.parent), "split": ""}
+    # rows reach outside the manifest's folder ('..'): allowed only when trusted
+    raw["data"] = {"format": "manifest", "root": str(manifest.parent), "split": "",
+                   "manifest_external": True}
     cfg = parse_config(raw)
     out = str(tmp_path / "emb")
     plan = _run_all(cfg, manifest.parent, out)

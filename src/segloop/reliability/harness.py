@@ -201,11 +201,12 @@ def compare(got: Snapshot, reference: Snapshot) -> list[str]:
     return diffs
 
 
-_TIME_KEYS = ("seconds", "time", "date", "created", "_at", "per_second")
+# wall times and git commit ids (which hold commit times) differ between any two runs
+_TIME_KEYS = ("seconds", "time", "date", "created", "_at", "per_second", "commit")
 
 
 def _without_times(value: Any) -> Any:
-    """``value`` without wall-time fields (they differ between any two runs)."""
+    """``value`` without wall-time and commit-id fields (they differ between any two runs)."""
     if isinstance(value, dict):
         return {k: _without_times(v) for k, v in value.items()
                 if not any(t in k for t in _TIME_KEYS)}
