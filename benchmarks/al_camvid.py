@@ -13,7 +13,8 @@ Protocol (fixed; every recipe gets the same treatment):
   takes 1% of the pool's pixels, then 2 and 5%; the simulated annotator gives each region its
   dominant ground-truth class (Cai et al.), one click per region.
 - Recipes (``RECIPES``): ``random`` (random start and picks) and the strategies, each with
-  the library's defaults (TypiClust start, Cluster-Margin diversity, near-duplicate
+  the library's defaults (TypiClust start, stratified diversity (Cluster-Margin until
+  2026-11-27: the ``entropy`` points in the JSONs were made with it), near-duplicate
   suppression, rarity class weights; at region level also region growing and at most 4
   regions per image per round). ``random`` trains with the same recipe (growing included),
   so the comparison isolates selection. ``abl/...`` recipes add one component at a time

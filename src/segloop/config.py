@@ -436,7 +436,7 @@ class ActiveConfig(Section):
     initial_fraction: float = Field(
         0.02, gt=0, le=1, description="round 0: of images (image level) or pixels")
     diversity: Literal["none", "cluster", "coverage", "stratified"] = Field(
-        "cluster", description="cluster: Cluster-Margin (Citovsky et al. 2021): the most "
+        "stratified", description="cluster: Cluster-Margin (Citovsky et al. 2021): the most "
         "uncertain candidates, taken round-robin over k-means clusters of the model's image "
         "features; coverage: TypiClust's clusters (labelled + picked images many), the "
         "most uncertain member of each, clusters with the fewest labelled images and the "
