@@ -7,12 +7,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from segloop.faults import ENV as KILL_ENV
 from segloop.reliability import harness
 
 #: (first flow, second flow) started together on one case folder (one workspace).
@@ -41,24 +39,14 @@ class PairResult:
     problems: list[str]
 
 
-def _start(flow: str, config: Path, api_url: str | None) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k != KILL_ENV}
-    env.update(HF_HUB_OFFLINE="1", DVC_NO_ANALYTICS="1", PYTHONUNBUFFERED="1")
-    if api_url:
-        env["PREFECT_API_URL"] = api_url
-    return subprocess.Popen([sys.executable, "-m", "segloop.cli", "run", flow, "--pipeline",
-                             str(config)], cwd=harness.REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
 def run_pair(pair: tuple[str, str], base: Path, api_url: str | None,
              timeout: float = 900) -> PairResult:
     """Start both flows of ``pair`` on ``base`` (the second 0.5 s after the first), wait,
     rerun any refused one, and check the workspace's invariants."""
     configs = [harness.prepare_case(flow, base, api_url) for flow in pair]
-    procs = [_start(pair[0], configs[0], api_url)]
+    procs = [harness.start_flow(pair[0], configs[0], api_url)]
     time.sleep(0.5)
-    procs.append(_start(pair[1], configs[1], api_url))
+    procs.append(harness.start_flow(pair[1], configs[1], api_url))
     outputs, codes = [], []
     deadline = time.monotonic() + timeout
     for p in procs:

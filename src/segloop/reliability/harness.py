@@ -39,20 +39,27 @@ class Run:
         return self.code == -signal.SIGKILL
 
 
-def run_flow(flow: str, config: Path, api_url: str | None, *, kill_at: str | None = None,
-             kill_after: float | None = None, timeout: float = 600) -> Run:
-    """Run ``flow`` with ``config`` in a child process group; ``kill_at`` sets the kill point
-    (``name`` or ``name:n``), ``kill_after`` SIGKILLs the group after that many seconds."""
+def start_flow(flow: str, config: Path, api_url: str | None,
+               kill_at: str | None = None) -> subprocess.Popen[str]:
+    """``segloop run flow --pipeline config`` in a new session (its own process group),
+    against the Prefect server at ``api_url``, with ``kill_at`` as its kill point."""
     env = {k: v for k, v in os.environ.items() if k != KILL_ENV}
     env.update(HF_HUB_OFFLINE="1", DVC_NO_ANALYTICS="1", PYTHONUNBUFFERED="1")
     if api_url:
         env["PREFECT_API_URL"] = api_url
     if kill_at:
         env[KILL_ENV] = kill_at
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "segloop.cli", "run", flow, "--pipeline",
+    return subprocess.Popen([sys.executable, "-m", "segloop.cli", "run", flow, "--pipeline",
                              str(config)], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def run_flow(flow: str, config: Path, api_url: str | None, *, kill_at: str | None = None,
+             kill_after: float | None = None, timeout: float = 600) -> Run:
+    """Run ``flow`` with ``config`` in a child process group; ``kill_at`` sets the kill point
+    (``name`` or ``name:n``), ``kill_after`` SIGKILLs the group after that many seconds."""
+    start = time.perf_counter()
+    proc = start_flow(flow, config, api_url, kill_at)
     try:
         out, _ = proc.communicate(timeout=kill_after if kill_after is not None else timeout)
     except subprocess.TimeoutExpired:
