@@ -173,9 +173,15 @@ def test_refuses_other_round_ls_without_digest(tmp_path, region_sel, spec) -> No
 
     def edit(d):
         d[0]["data"].pop("segloop_digest")
-        d[0]["data"]["segloop_round"] = 2
+        d[0]["data"]["segloop_round"] = 4
 
-    refuse(edit_json(path, edit), region_sel, spec, "exported for round 2, not round 3")
+    refuse(edit_json(path, edit), region_sel, spec, "exported for round 4, not round 3")
+
+    def earlier(d):
+        d[0]["data"]["segloop_round"] = 2  # an earlier round's task: skipped, so missing
+
+    refuse(edit_json(path, earlier), region_sel, spec, "1 of the 3 images of round 3 are "
+           "missing", "1 task.s. in the file were exported for earlier rounds and skipped")
 
 
 def test_refuses_image_not_in_selection(tmp_path, region_sel, image_sel, spec) -> None:

@@ -12,6 +12,7 @@ from segloop.labeling import (
     decode_rle,
     encode_rle,
     export_labelstudio,
+    import_labels,
     labeling_config,
     mask_to_rle,
     read_labelstudio_labels,
@@ -233,3 +234,22 @@ def test_export_writes_the_given_image_urls(tmp_path, region_sel) -> None:
     tasks = json.loads(path.read_text())
     assert [t["data"]["image"] for t in tasks] == [
         f"/x/{e.image_uri}" for e in region_sel.images.values()]
+
+
+def test_tasks_of_earlier_rounds_are_skipped(tmp_path, region_sel, spec) -> None:
+    """One project kept over many rounds exports them all: earlier rounds' tasks (committed
+    already) are skipped and counted; a later round's task is still refused."""
+    tasks = json.loads(export_labelstudio(region_sel, tmp_path / "t.json").read_text())
+    old = json.loads(json.dumps(tasks[0]))
+    old["data"].update(segloop_round=1, segloop_digest="f" * 64)
+    old["annotations"] = [_annotation(9, "2025-01-01T10:00:00Z", [0], "car")]  # junk: unread
+    path = tmp_path / "project.json"
+    path.write_text(json.dumps([old, *tasks]))
+    labels = read_labelstudio_labels(path, region_sel, spec)
+    assert set(labels) == set(region_sel.images)
+    assert import_labels(path, region_sel, spec).skipped_tasks == 1
+    later = json.loads(json.dumps(tasks[0]))
+    later["data"].update(segloop_round=4, segloop_digest="f" * 64)
+    path.write_text(json.dumps([*tasks, later]))
+    with pytest.raises(DataError, match="this is round 4's file"):
+        read_labelstudio_labels(path, region_sel, spec)

@@ -176,7 +176,8 @@ def import_round(ctx: ALContext, path: str | Path,
         labelled[(u.image_index, u.region_id)] = int(((have != ignore) & unit).sum())
     extra = {"imported": {"units_labelled": imported.units_labelled,
                           "units_empty": imported.units_empty,
-                          "labelled_pixels_original_size": imported.labelled_pixels}}
+                          "labelled_pixels_original_size": imported.labelled_pixels,
+                          "earlier_round_tasks_skipped": imported.skipped_tasks}}
     return commit_labels(ctx, n, selection, labels, strategy, "human",
                          ctx.work_dir(n) / "scores.parquet", labelled, extra)
 

@@ -25,7 +25,11 @@ from segloop.data.classes import ClassSpec
 from segloop.data.images import read_label
 from segloop.errors import DataError
 from segloop.labeling.coco import coco_labels_from_doc
-from segloop.labeling.labelstudio import labelstudio_labels_from_doc, labelstudio_task_ids
+from segloop.labeling.labelstudio import (
+    earlier_round_tasks,
+    labelstudio_labels_from_doc,
+    labelstudio_task_ids,
+)
 from segloop.labeling.selection_file import (
     FORMAT_NAME,
     ImageMatcher,
@@ -48,12 +52,14 @@ class ImportedLabels:
     ``ignore_index`` outside the selected units (and wherever the person gave no label).
     ``units_labelled`` / ``units_empty``: selected units with at least one / no labelled
     pixel. ``labelled_pixels``: pixels holding a class id, over all images.
+    ``skipped_tasks``: Label Studio tasks of earlier rounds in the file, not imported.
     """
 
     labels: dict[str, np.ndarray]
     units_labelled: int
     units_empty: int
     labelled_pixels: int
+    skipped_tasks: int = 0
 
 
 def detect_format(path: str | Path) -> str:
@@ -81,6 +87,7 @@ def import_labels(path: str | Path, sel: PendingSelection, classes: ClassSpec) -
     check_classes(sel, classes)
     where = str(path)
     refs: dict[str, str] = {}
+    skipped = 0
     if Path(where).is_dir():
         labels = read_png_labels(where, sel, classes)
     else:
@@ -90,7 +97,8 @@ def import_labels(path: str | Path, sel: PendingSelection, classes: ClassSpec) -
         else:
             labels = labelstudio_labels_from_doc(doc, where, sel, classes)
             refs = labelstudio_task_ids(doc, sel)
-    return validate_labels(labels, where, sel, classes, refs)
+            skipped = earlier_round_tasks(doc, sel)
+    return validate_labels(labels, where, sel, classes, refs, skipped)
 
 
 def read_png_labels(
@@ -126,10 +134,11 @@ def read_png_labels(
 
 def validate_labels(
     labels: dict[str, np.ndarray], where: str, sel: PendingSelection, classes: ClassSpec,
-    refs: dict[str, str] | None = None,
+    refs: dict[str, str] | None = None, skipped: int = 0,
 ) -> ImportedLabels:
     """Check label maps against the selection and count what was labelled; ``refs`` names
-    each image as the labelling tool does (e.g. its Label Studio task) in messages."""
+    each image as the labelling tool does (e.g. its Label Studio task) in messages;
+    ``skipped``: tasks of earlier rounds the reader left out."""
     check_classes(sel, classes)
     for sid in labels:
         if sid not in sel.images:
@@ -141,6 +150,8 @@ def validate_labels(
             f"{where}: {len(missing)} of the {len(sel.images)} images of round {sel.round} are "
             f"missing: {short_list(names)}; export every task of the round (units left "
             "unlabelled are fine and get reported)"
+            + (f"; {skipped} task(s) in the file were exported for earlier rounds and "
+               "skipped" if skipped else "")
         )
     out: dict[str, np.ndarray] = {}
     units_labelled = units_empty = pixels = 0
@@ -159,7 +170,7 @@ def validate_labels(
                 units_empty += 1
         pixels += int(labelled.sum())
         out[sid] = np.ascontiguousarray(label)
-    return ImportedLabels(out, units_labelled, units_empty, pixels)
+    return ImportedLabels(out, units_labelled, units_empty, pixels, skipped)
 
 
 def _check_inside(labelled: np.ndarray, selected: np.ndarray, where: str,

@@ -284,7 +284,8 @@ def read_labelstudio_labels(
 
     Per task the latest non-cancelled annotation wins (by ``updated_at``/``created_at``,
     then ``id``); its brush regions paint in order, later over earlier, and regions still
-    labelled ``"to-label"`` stay ``ignore_index``. Only tasks in the file are returned.
+    labelled ``"to-label"`` stay ``ignore_index``. Only tasks in the file are returned;
+    tasks exported for earlier rounds are skipped (:func:`earlier_round_tasks`).
     """
     url = str(path)
     return labelstudio_labels_from_doc(load_json(url, "Label Studio export"), url, sel, classes)
@@ -305,6 +306,8 @@ def labelstudio_labels_from_doc(
     task_of: dict[str, Any] = {}
     for task in doc:
         data = task["data"]
+        if _earlier_round(data, sel):
+            continue  # one project over many rounds: its export holds committed rounds too
         ref = data.get("segloop_image_id") or data.get("image")
         check_file_digest(data.get("segloop_digest"), sel, where, image=str(ref),
                           found_round=data.get("segloop_round"))
@@ -327,6 +330,18 @@ def labelstudio_labels_from_doc(
         labels[sid] = label
         task_of[sid] = task.get("id")
     return labels
+
+
+def _earlier_round(data: dict[str, Any], sel: PendingSelection) -> bool:
+    found = data.get("segloop_round")
+    return isinstance(found, int) and not isinstance(found, bool) and found < sel.round
+
+
+def earlier_round_tasks(doc: Any, sel: PendingSelection) -> int:
+    """Tasks of an export that segloop exported for rounds before ``sel``'s: skipped on
+    import (a Label Studio project kept over many rounds exports them all)."""
+    return sum(1 for t in doc if isinstance(t, dict) and isinstance(t.get("data"), dict)
+               and _earlier_round(t["data"], sel)) if isinstance(doc, list) else 0
 
 
 def labelstudio_task_ids(doc: Any, sel: PendingSelection) -> dict[str, str]:
