@@ -19,9 +19,11 @@ own venv). Results are merged into the JSON part by part, so a part can be rerun
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +36,9 @@ REPO = HERE.parent
 OUT = HERE / "results" / "reliability.json"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("SEGLOOP_LOCK_DIR", tempfile.mkdtemp(prefix="segloop-locks-"))
+if "SEGLOOP_LOCK_DIR" not in os.environ:
+    os.environ["SEGLOOP_LOCK_DIR"] = tempfile.mkdtemp(prefix="segloop-locks-")
+    atexit.register(shutil.rmtree, os.environ["SEGLOOP_LOCK_DIR"], ignore_errors=True)
 
 from segloop.reliability import cases, concurrency, harness  # noqa: E402
 from segloop.reliability.plan import KILL_CASES, RANDOM_FRACTIONS  # noqa: E402

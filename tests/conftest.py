@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="segloop-prefect-home-")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ["SEGLOOP_LOCK_DIR"] = tempfile.mkdtemp(prefix="segloop-locks-")  # child processes too
+atexit.register(shutil.rmtree, os.environ["SEGLOOP_LOCK_DIR"], ignore_errors=True)
 
 SHARED_CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "camvid"
 
