@@ -54,9 +54,23 @@ def interruptible_server() -> Iterator[None]:
         server.start()
     try:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
-            yield
+            try:
+                yield
+            finally:
+                _send_pending_logs()
     finally:
         server.stop()
+
+
+def _send_pending_logs() -> None:
+    """Send the flow's queued log lines while the server is still up (otherwise Prefect's log
+    worker sends them at exit, to a stopped server, and prints a connection error)."""
+    from prefect.logging.handlers import APILogWorker
+
+    try:
+        APILogWorker.drain_all(timeout=10)
+    except Exception:  # noqa: BLE001 - a log line lost must not fail a finished run
+        pass
 
 
 def cancelled_on_interrupt(flow: Any, flow_run: Any, state: Any) -> None:

@@ -47,3 +47,19 @@ def test_ctrl_c_stops_the_flow_and_records_it_cancelled(tmp_path: Path) -> None:
     with sqlite3.connect(home / "prefect.db") as db:
         states = db.execute("select state_type from flow_run").fetchall()
     assert states == [("CANCELLED",)], (states, took)
+
+
+def test_a_finished_run_ends_cleanly(tmp_path: Path) -> None:
+    """`segloop run` to the end: exit 0, and no log line is lost to (or complains about) the
+    temporary server stopping before Prefect's log worker has sent everything."""
+    config = cases.pipeline("smoke", tmp_path)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PREFECT_API") and k != "PREFECT_HOME"}
+    env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", PREFECT_LOGGING_LEVEL="INFO")
+    done = subprocess.run([sys.executable, "-m", "segloop.cli", "run", "smoke", "--pipeline",
+                           str(config)], cwd=harness.REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert "Error logging to API" not in out and "connection attempts failed" not in out, \
+        out[-3000:]
