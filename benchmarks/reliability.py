@@ -234,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
             data["label_studio_round_trip"] = labelstudio_part()
         data["settings"] = {"flows": list(cases.FLOWS), "random_fractions":
                             list(RANDOM_FRACTIONS), "seed": args.seed}
-        data["minutes_last_run"] = round((time.perf_counter() - start) / 60, 1)
+        data.pop("minutes_last_run", None)
+        data["minutes"] = {**data.get("minutes", {}),
+                           "+".join(args.only): round((time.perf_counter() - start) / 60, 1)}
     data.update(summarize(data))
     _save(out, data)
     plot(data, out.with_suffix(".png"))
