@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,9 +31,20 @@ def test_a_hung_git_is_stopped_with_its_helpers(tmp_path: Path,
     with pytest.raises(VersioningError, match=r"did not finish within 1 s.*SEGLOOP_GIT_TIMEOUT"):
         git(ws.root, "status")
     helper = int(pidfile.read_text())
-    # the helper the fake git started is gone too (killed with its process group)
-    assert not Path(f"/proc/{helper}").exists() or "Z" in Path(
-        f"/proc/{helper}/stat").read_text().split()[2]
+    # the helper the fake git started is gone too (killed with its process group; a
+    # SIGKILLed process takes a moment to die, so wait for it, up to 10 s)
+    deadline = time.monotonic() + 10
+    while _alive(helper) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(helper)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        return "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
 
 
 def test_bad_timeout_setting_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
