@@ -29,7 +29,7 @@ def test_ctrl_c_stops_the_flow_and_records_it_cancelled(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "segloop.cli", "run", "active_learning",
                              "--pipeline", str(config)], cwd=harness.REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_ctrl_c_live)
     assert proc.stdout is not None
     seen = []
     for line in proc.stdout:  # wait until the loop is training round 0
@@ -39,13 +39,15 @@ def test_ctrl_c_stops_the_flow_and_records_it_cancelled(tmp_path: Path) -> None:
     else:
         raise AssertionError("".join(seen[-30:]))
     time.sleep(1.0)
+    masks = _signal_masks(proc.pid)
     stopped = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
     try:
         rest, _ = proc.communicate(timeout=120)  # before: about 150 s of retries
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        raise
+        raise AssertionError(f"Ctrl-C did not stop the run; child {masks}, this process's "
+                             f"SIGINT handler {signal.getsignal(signal.SIGINT)}") from None
     took = time.monotonic() - stopped
     assert proc.returncode == 130, rest[-3000:]
     assert "Traceback" not in rest and "ConnectError" not in rest, rest[-3000:]
@@ -53,6 +55,17 @@ def test_ctrl_c_stops_the_flow_and_records_it_cancelled(tmp_path: Path) -> None:
     with sqlite3.connect(home / "prefect.db") as db:
         states = db.execute("select state_type from flow_run").fetchall()
     assert states == [("CANCELLED",)], (states, took)
+
+
+def _ctrl_c_live() -> None:
+    """In the child: SIGINT as in a terminal. A suite started in the background (`make test
+    &`, nohup) ignores SIGINT, and children inherit that, so Ctrl-C would never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _signal_masks(pid: int) -> str:
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return " ".join(ln for ln in status if ln.startswith(("SigIgn", "SigCgt", "SigBlk")))
 
 
 def test_a_finished_run_ends_cleanly(tmp_path: Path) -> None:
