@@ -2,18 +2,20 @@
 workspace matches an uninterrupted run: same tags, versioned data and metrics, rows without
 duplicates or gaps, clean `dvc status`, a complete remote, no temporary files.
 
-The default suite runs a few quick cases; ``benchmarks/reliability.py`` runs every case of
-:data:`segloop.reliability.plan.KILL_CASES` and the random-time sweep."""
+The default suite runs a few quick cases; the random-time sweep over every flow is marked
+slow (``pytest -m slow tests/faults``); ``benchmarks/reliability.py`` runs every case of
+:data:`segloop.reliability.plan.KILL_CASES`, the sweep, and records the figures."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
 from segloop.faults import POINTS, kill_point
-from segloop.reliability import harness
-from segloop.reliability.plan import KILL_CASES
+from segloop.reliability import cases, harness
+from segloop.reliability.plan import KILL_CASES, RANDOM_FRACTIONS
 
 QUICK = [("smoke", "version.committed:2"), ("synthesize", "synth.compact.tables"),
          ("active_learning", "al.trained")]
@@ -58,3 +60,21 @@ def test_every_kill_point_has_a_case_and_unknown_names_are_refused(
     monkeypatch.setattr(faults, "_target", None)
     monkeypatch.delenv(faults.ENV)
     kill_point("smoke.dataset")  # unset: nothing happens
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flow", cases.FLOWS)
+def test_killed_at_random_times_and_rerun_equals_uninterrupted(
+        flow: str, tmp_path: Path, api_url: str) -> None:
+    """SIGKILL at fractions of an uninterrupted run's duration (jittered, seeded): every
+    rerun matches the uninterrupted run."""
+    rng = random.Random(flow)
+    ref, seconds = harness.reference_run(flow, tmp_path / "ref", api_url)
+    problems = []
+    for k, fraction in enumerate(RANDOM_FRACTIONS):
+        after = seconds * fraction * rng.uniform(0.9, 1.1)
+        result = harness.kill_case(flow, tmp_path / f"kill{k}", api_url, ref,
+                                   kill_after=after)
+        if not result.survived:
+            problems.append(f"killed after {after:.1f} s: " + "\n".join(result.problems))
+    assert not problems, "\n\n".join(problems)
