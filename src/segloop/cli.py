@@ -132,7 +132,6 @@ def _cmd_labels(args: argparse.Namespace) -> int:
     from segloop.active import human
     from segloop.active.loop import prepare
     from segloop.context import labels_dir
-    from segloop.data.json_io import read_json
     from segloop.runlock import output_lock
 
     cfg = _load(args.pipeline)
@@ -142,10 +141,9 @@ def _cmd_labels(args: argparse.Namespace) -> int:
         print(f"tasks of the pending round written to {folder}")
         return 0
     with output_lock(labels_dir(cfg), "labels import"):  # not beside a running loop
-        info = human.import_round(ctx, args.path, allow_unlabelled=args.allow_unlabelled)
+        info, skipped = human.import_round(ctx, args.path,
+                                           allow_unlabelled=args.allow_unlabelled)
     print(f"round {info.number:03d} committed: {info.path} (tag {info.tag})")
-    meta = read_json(Path(info.path) / "round.json", "it is written when a round is committed")
-    skipped = meta.get("imported", {}).get("earlier_round_tasks_skipped", 0)
     if skipped:
         print(f"  {skipped} task(s) exported for earlier rounds were in the file and skipped")
     return 0

@@ -23,11 +23,8 @@ def test_ctrl_c_stops_the_flow_and_records_it_cancelled(tmp_path: Path) -> None:
     cfg["train"]["steps"] = 100_000
     config.write_text(yaml.safe_dump(cfg))
     home = tmp_path / "prefect"  # the pipeline's base.paths.prefect_home
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PREFECT_API") and k != "PREFECT_HOME"}
-    env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", PREFECT_LOGGING_LEVEL="INFO")
-    proc = subprocess.Popen([sys.executable, "-m", "segloop.cli", "run", "active_learning",
-                             "--pipeline", str(config)], cwd=harness.REPO, env=env,
+    proc = subprocess.Popen(_run_command("active_learning", config), cwd=harness.REPO,
+                            env=_own_server_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, preexec_fn=_ctrl_c_live)
     assert proc.stdout is not None
@@ -57,6 +54,19 @@ def test_ctrl_c_stops_the_flow_and_records_it_cancelled(tmp_path: Path) -> None:
     assert states == [("CANCELLED",)], (states, took)
 
 
+def _run_command(flow: str, config: Path) -> list[str]:
+    return [sys.executable, "-m", "segloop.cli", "run", flow, "--pipeline", str(config)]
+
+
+def _own_server_env() -> dict[str, str]:
+    """The environment of a user's `segloop run`: no Prefect server configured, so the run
+    starts its own temporary one (under the pipeline's prefect_home)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PREFECT_API") and k != "PREFECT_HOME"}
+    env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", PREFECT_LOGGING_LEVEL="INFO")
+    return env
+
+
 def _ctrl_c_live() -> None:
     """In the child: SIGINT as in a terminal. A suite started in the background (`make test
     &`, nohup) ignores SIGINT, and children inherit that, so Ctrl-C would never arrive."""
@@ -72,12 +82,8 @@ def test_a_finished_run_ends_cleanly(tmp_path: Path) -> None:
     """`segloop run` to the end: exit 0, and no log line is lost to (or complains about) the
     temporary server stopping before Prefect's log worker has sent everything."""
     config = cases.pipeline("smoke", tmp_path)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PREFECT_API") and k != "PREFECT_HOME"}
-    env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", PREFECT_LOGGING_LEVEL="INFO")
-    done = subprocess.run([sys.executable, "-m", "segloop.cli", "run", "smoke", "--pipeline",
-                           str(config)], cwd=harness.REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(_run_command("smoke", config), cwd=harness.REPO,
+                          env=_own_server_env(), capture_output=True, text=True, timeout=600)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
     assert "Error logging to API" not in out and "connection attempts failed" not in out, \

@@ -128,8 +128,9 @@ MAX_EMPTY_SHARE = 0.5
 
 
 def import_round(ctx: ALContext, path: str | Path,
-                 allow_unlabelled: bool = False) -> RoundInfo:
-    """Validate the finished labels at ``path`` against the pending round and commit it.
+                 allow_unlabelled: bool = False) -> tuple[RoundInfo, int]:
+    """Validate the finished labels at ``path`` against the pending round and commit it;
+    returns the round and the number of tasks of earlier rounds the file held (skipped).
 
     A file in which no selected unit (or more than :data:`MAX_EMPTY_SHARE` of them) holds a
     label is refused unless ``allow_unlabelled``: it is what submitting the pre-annotated
@@ -178,8 +179,9 @@ def import_round(ctx: ALContext, path: str | Path,
                           "units_empty": imported.units_empty,
                           "labelled_pixels_original_size": imported.labelled_pixels,
                           "earlier_round_tasks_skipped": imported.skipped_tasks}}
-    return commit_labels(ctx, n, selection, labels, strategy, "human",
+    info = commit_labels(ctx, n, selection, labels, strategy, "human",
                          ctx.work_dir(n) / "scores.parquet", labelled, extra)
+    return info, imported.skipped_tasks
 
 
 def export_pending(ctx: ALContext, out: Path | None = None) -> Path:
