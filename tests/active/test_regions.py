@@ -97,3 +97,63 @@ def test_region_quality_perfect_and_errors() -> None:
     assert q["asa"] == 1.0 and q["ue"] == 0.0 and q["ue_np"] == 0.0
     with pytest.raises(DataError, match="no valid pixel"):
         reg.region_quality(gt, np.full_like(gt, 255), ignore_index=255)
+
+
+def test_boundary_map_marks_both_sides_of_4_neighbour_edges() -> None:
+    ids = np.array([[0, 0, 0], [0, 1, 0], [0, 0, 0]])
+    plus = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)  # corners touch diagonally
+    np.testing.assert_array_equal(reg.boundary_map(ids), plus)
+    valid = np.ones((3, 3), bool)
+    valid[0, 1] = False  # the pair (0,1)-(1,1) no longer counts
+    out = reg.boundary_map(ids, valid)
+    assert not out[0, 1] and out[1, 1] and out[1, 0]
+    assert not reg.boundary_map(np.zeros((2, 2), int)).any()
+
+
+def _split(width: int, cuts: list[int], rows: int = 6) -> np.ndarray:
+    """(rows, width) map whose id steps up at each column in ``cuts``."""
+    return np.tile(np.searchsorted(cuts, np.arange(width), side="right"), (rows, 1))
+
+
+def test_boundary_recall_precision_shifted_boundary() -> None:
+    gt = _split(10, [5]).astype(np.uint8)  # gt boundary pixels: columns 4 and 5
+    # regions cut at 6: boundary columns 5, 6, at most 1 px from a gt boundary pixel
+    q = reg.region_quality(_split(10, [6]), gt, ignore_index=255)
+    assert q["br"] == 1.0 and q["bp"] == 1.0
+    # cut at 9: boundary columns 8, 9, at least 3 px away
+    q = reg.region_quality(_split(10, [9]), gt, ignore_index=255)
+    assert q["br"] == 0.0 and q["bp"] == 0.0
+    # cut at 8: columns 7, 8. Column 5 (gt) and 7 (regions) are 2 apart, within epsilon
+    # 2; columns 4 and 8 are 3 apart from the other side's nearest: half of each
+    q = reg.region_quality(_split(10, [8]), gt, ignore_index=255)
+    assert q["br"] == 0.5 and q["bp"] == 0.5
+    q = reg.region_quality(_split(10, [8]), gt, ignore_index=255, epsilon=3)
+    assert q["br"] == 1.0 and q["bp"] == 1.0
+    # rows 3-5 merged into one region: its boundary is columns 4-5 of rows 0-2 (6 px)
+    # plus the row 2/3 edge in columns 5-9 ((2, 5..9) and (3, 5..9), (2, 5) already
+    # counted): 15 px. At epsilon 0 the matches are those on gt columns 4-5: rows 0-2
+    # of both columns and (3, 5): 7 px, so BR = 7 / 12 and BP = 7 / 15
+    half = _split(10, [5])
+    half[3:] = 0
+    q = reg.region_quality(half, gt, ignore_index=255, epsilon=0)
+    assert q["br"] == pytest.approx(7 / 12)
+    assert q["bp"] == pytest.approx(7 / 15)
+
+
+def test_boundary_metrics_skip_ignore_pixels() -> None:
+    gt = _split(12, [5]).astype(np.uint8)
+    gt[:, 10:] = 255  # classes 0 | 1 | ignore at columns 0-4 | 5-9 | 10-11
+    regions = _split(12, [5, 11])  # boundaries at columns 4, 5 and 10, 11 (inside ignore)
+    q = reg.region_quality(regions, gt, ignore_index=255)
+    # the 1/ignore frontier (column 9) is no gt boundary, else BR would be 12 / 18; the
+    # region boundary at columns 10-11 is not counted, else BP would be 12 / 24
+    assert q["br"] == 1.0 and q["bp"] == 1.0
+    # with no gt boundary at all BR is 1.0 by definition; BP is then 0
+    only_ignore_frontier = _split(12, [10]).astype(np.uint8) * 255
+    q = reg.region_quality(_split(12, [5]), only_ignore_frontier, ignore_index=255)
+    assert q["br"] == 1.0 and q["bp"] == 0.0
+    # no region boundary: BP is 1.0 by definition, BR 0
+    q = reg.region_quality(np.zeros((6, 12), int), gt, ignore_index=255)
+    assert q["br"] == 0.0 and q["bp"] == 1.0
+    with pytest.raises(ConfigError, match="epsilon"):
+        reg.region_quality(regions, gt, ignore_index=255, epsilon=-1)
