@@ -38,7 +38,7 @@ def pseudolabel_flow(pipeline: str | None = None, config: Config | None = None
     ws = t.open_workspace(cfg)
     with run.hold_outputs(cfg, ws.root):  # a second run on this output is refused
         # 2. Plan: inputs, labels and their class ids, round number, what is staged already.
-        plan = t.make_plan(cfg, ws)
+        plan = t.make_plan(cfg, ws, root)
         if plan.existing is not None:
             logger.info("%s round %03d already holds these settings and inputs (%s): nothing "
                         "to do", plan.method, plan.round, plan.existing.tag)

@@ -8,7 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from segloop.config import Config
-from segloop.pseudolabel import heads, label, plan, run, score
+from segloop.pseudolabel import heads, image_label, label, plan, run, score
 from segloop.versioning import RoundInfo, Workspace
 from tasks._common import locate_data, open_workspace  # noqa: F401  (re-exported)
 from tasks._retry import transient
@@ -17,8 +17,9 @@ from tasks._retry import transient
 
 
 @task(name="plan-round", cache_policy=NO_CACHE)
-def make_plan(cfg: Config, ws: Workspace) -> plan.PseudoPlan:
-    return plan.plan(cfg, ws)
+def make_plan(cfg: Config, ws: Workspace, root: str) -> plan.PseudoPlan:
+    images = cfg.pseudolabel.method in plan.IMAGE_METHODS
+    return plan.plan(cfg, ws, label.target_dataset(cfg, root) if images else None)
 
 
 @task(name="train-usam-heads", cache_policy=NO_CACHE, tags=["gpu"], retries=1,
@@ -30,19 +31,26 @@ def train_heads(cfg: Config, p: plan.PseudoPlan) -> dict[str, Any]:
 @task(name="label-chunk", cache_policy=NO_CACHE, tags=["gpu"], retries=1,
       retry_delay_seconds=10, retry_condition_fn=transient)
 def label_chunk(cfg: Config, p: plan.PseudoPlan, root: str, k: int) -> label.ChunkStats:
-    return label.label_chunk(cfg, p, k, _scorer(cfg, p, root))
+    worker = _worker(cfg, p, root)
+    if isinstance(worker, image_label.ImageWorker):
+        return image_label.label_image_chunk(p, k, worker.segmenter, worker.targets,
+                                             image_label.abstain_below(cfg))
+    return label.label_chunk(cfg, p, k, worker)
 
 
-_SCORERS: dict[tuple[str, int], label.MaskScorer] = {}
+_WORKERS: dict[tuple[str, int], label.MaskScorer | image_label.ImageWorker] = {}
 
 
-def _scorer(cfg: Config, p: plan.PseudoPlan, root: str) -> label.MaskScorer:
-    """One scorer (head or CLIP, text bank, dataset listing) per round in this process."""
+def _worker(cfg: Config, p: plan.PseudoPlan, root: str
+            ) -> label.MaskScorer | image_label.ImageWorker:
+    """One scorer (head or CLIP, text bank, dataset listing) or image segmenter (a loaded
+    diffusion pipeline) per round in this process."""
     key = (p.fingerprint, p.round)
-    if key not in _SCORERS:
-        _SCORERS.clear()
-        _SCORERS[key] = label.make_scorer(cfg, p, root)
-    return _SCORERS[key]
+    if key not in _WORKERS:
+        _WORKERS.clear()
+        _WORKERS[key] = (image_label.make_worker(cfg, p, label.target_dataset(cfg, root))
+                         if p.method in plan.IMAGE_METHODS else label.make_scorer(cfg, p, root))
+    return _WORKERS[key]
 
 
 @task(name="evaluate-round", cache_policy=NO_CACHE)

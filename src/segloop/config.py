@@ -301,6 +301,32 @@ class SamClipConfig(Section):
     batch_size: int = Field(32, ge=1)
 
 
+class MaskDiffusionConfig(Section):
+    """MaskDiffusion (ALGORITHMS.md section 4b, thesis 000 ch. 5): one UNet pass of the
+    image with a prompt listing every class; segloop.pseudolabel.maskdiffusion documents
+    each choice. The pipeline is ``models.diffusion``."""
+
+    resolution: int = Field(512, ge=8, multiple_of=8,
+                            description="side of the square the image is resized to")
+    timestep: int = Field(0, ge=0, description="UNet timestep (0: no noise, as the authors)")
+    feature_blocks: tuple[int, ...] = Field(
+        (0, 1), min_length=1, description="unet.up_blocks whose outputs form the per-pixel "
+        "features (SD 1.x: strides 32 and 16, as the authors' code)")
+    attention_places: tuple[Literal["down", "mid", "up"], ...] = Field(
+        ("down", "mid", "up"), min_length=1, description="cross-attention layers read")
+    attention_max_side_ratio: float = Field(
+        0.5, gt=0.0, le=1.0, description="keep attention layers whose side is at most this "
+        "share of the latent side (the authors: 32x32 of a 64x64 latent)")
+    attention_weights: Literal["minmax", "relu"] = Field(
+        "minmax", description="cross-attention logits (no softmax) -> prototype weights")
+    prompt_separator: str = ", "
+    normalise_features: bool = True
+    seed: int = Field(0, ge=0, description="noise when timestep > 0")
+    abstain_below: float | None = Field(
+        None, ge=-1.0, le=1.0, description="abstain (255) where the best class's cosine "
+        "similarity is below this; null: label every pixel")
+
+
 class PseudolabelConfig(Section):
     """Semantic pseudo-labels from SAM mask embeddings: the ``pseudolabel`` flow.
 
@@ -308,7 +334,9 @@ class PseudolabelConfig(Section):
     ``{name}`` = data.name, ``{method}`` = the method.
     """
 
-    method: Literal["usam", "sam_clip"] = "usam"
+    method: Literal["usam", "sam_clip", "maskdiffusion"] = Field(
+        "usam", description="usam, sam_clip: label SAM masks of the embed output (target); "
+        "maskdiffusion: label the data section's images with a frozen Stable Diffusion")
     source: str = Field("data/embeddings/{synthetic}",
                         description="usam: the embed output of the synthetic images")
     manifest: str = Field("data/synthetic/{synthetic}",
@@ -340,6 +368,7 @@ class PseudolabelConfig(Section):
     version: bool = Field(True, description="dvc add + commit + tag the round")
     usam: USamConfig = USamConfig()
     sam_clip: SamClipConfig = SamClipConfig()
+    maskdiffusion: MaskDiffusionConfig = MaskDiffusionConfig()
 
 
 class SemiConfig(Section):

@@ -20,7 +20,8 @@ from segloop.data.classes import ClassSpec
 from segloop.errors import ConfigError
 from segloop.pseudolabel.paint import ABSTAIN
 
-__all__ = ["ABSTAIN", "LabelMapping", "map_labels", "sam_clip_labels", "background_id"]
+__all__ = ["ABSTAIN", "LabelMapping", "map_labels", "sam_clip_labels", "maskdiffusion_labels",
+           "background_id"]
 
 
 
@@ -109,3 +110,12 @@ def sam_clip_labels(cfg: Config) -> tuple[str, ...]:
     spec = cfg.data.classes
     bg = background_id(spec, cfg.pseudolabel.background)
     return tuple(c.name for c in sorted(spec.classes, key=lambda c: c.id) if c.id != bg)
+
+
+def maskdiffusion_labels(cfg: Config) -> tuple[str, ...]:
+    """MaskDiffusion's labels (the class names in its prompt): ``pseudolabel.classes``, else
+    every class of the target (its background class included: MaskDiffusion gives every
+    pixel the most similar class, so the background needs a name of its own)."""
+    if cfg.pseudolabel.classes:
+        return tuple(cfg.pseudolabel.classes)
+    return tuple(c.name for c in sorted(cfg.data.classes.classes, key=lambda c: c.id))

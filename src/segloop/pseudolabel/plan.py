@@ -16,15 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
+from tqdm.auto import tqdm
 
 from segloop.config import Config
+from segloop.data.datasets import Dataset
 from segloop.data.fs import join, url_to_fs
+from segloop.data.ids import image_id
 from segloop.data.parquet import read_table
 from segloop.embed.store import stored_schema
 from segloop.errors import ConfigError
 from segloop.pseudolabel import store
 from segloop.pseudolabel.bags import choose_labels, manifest_labels, mask_files
-from segloop.pseudolabel.labels import LabelMapping, map_labels, sam_clip_labels
+from segloop.pseudolabel.labels import (
+    LabelMapping,
+    map_labels,
+    maskdiffusion_labels,
+    sam_clip_labels,
+)
 from segloop.versioning import (
     RoundInfo,
     RoundKind,
@@ -35,6 +43,9 @@ from segloop.versioning import (
 )
 
 STAGING_DIR = "work/pseudolabels"
+#: Methods that read the target images themselves (the data section's dataset) instead of
+#: the SAM masks of an embed output.
+IMAGE_METHODS = frozenset({"maskdiffusion"})
 
 
 @dataclass(frozen=True)
@@ -101,8 +112,25 @@ def method_labels(cfg: Config, paths: PseudoPaths) -> tuple[str, ...]:
     """The labels the configured method predicts, in its output order."""
     if cfg.pseudolabel.method == "sam_clip":
         return sam_clip_labels(cfg)
+    if cfg.pseudolabel.method == "maskdiffusion":
+        return maskdiffusion_labels(cfg)
     labels, _ = manifest_labels(paths.manifest)
     return choose_labels(labels, cfg.pseudolabel.classes, paths.manifest)
+
+
+def dataset_images(dataset: Dataset, limit: int | None, progress: bool = True
+                   ) -> tuple[list[str], dict[str, str]]:
+    """(image ids sorted by name, id -> name) of the first ``limit`` images of a dataset
+    (by name); ids are the content hashes of the image files, so the plan knows a changed
+    image. Two files with the same bytes are one image (the first name is kept)."""
+    samples = list(dataset.samples())[:limit] if limit else list(dataset.samples())
+    names: dict[str, str] = {}
+    for s in tqdm(samples, desc="hashing images", unit="img", disable=not progress,
+                  leave=False):
+        fs, path = url_to_fs(s.image_url, **getattr(dataset, "storage_options", {}))
+        names.setdefault(image_id(fs.cat_file(path)), s.name)
+    ids = sorted(names, key=lambda i: (names[i], i))
+    return ids, names
 
 
 def target_images(target: str, limit: int | None) -> tuple[list[str], dict[str, str]]:
@@ -131,7 +159,7 @@ def _files_fingerprint(url: str, sub: str = "") -> list[tuple[str, int]]:
 def run_settings(cfg: Config, mapping: LabelMapping) -> dict[str, Any]:
     """Every value that decides a round's content (written to its round.json)."""
     p = cfg.pseudolabel
-    method_cfg = p.usam if p.method == "usam" else p.sam_clip
+    method_cfg = getattr(p, p.method)
     out: dict[str, Any] = {
         "method": p.method, "conf": p.conf, "nms_iou": p.nms_iou, "limit": p.limit,
         p.method: method_cfg.model_dump(mode="json"), "mapping": mapping.to_dict(),
@@ -139,11 +167,21 @@ def run_settings(cfg: Config, mapping: LabelMapping) -> dict[str, Any]:
     }
     if p.method == "sam_clip":
         out["clip"] = cfg.models.clip.model_dump(mode="json")
+    if p.method == "maskdiffusion":
+        out["diffusion"] = cfg.models.diffusion.model_dump(mode="json")
+    if p.method in IMAGE_METHODS:
+        out["dataset"] = {"name": cfg.data.name, "format": cfg.data.format,
+                          "split": cfg.data.split}
     return out
 
 
-def fingerprint(settings: dict[str, Any], paths: PseudoPaths, method: str) -> str:
-    inputs: dict[str, Any] = {"target": _files_fingerprint(paths.target, "masks")}
+def fingerprint(settings: dict[str, Any], paths: PseudoPaths, method: str,
+                images: dict[str, str] | None = None) -> str:
+    """A round's identity: its settings and its inputs (the embed outputs' files by name
+    and size; for image methods, the target images' names and content ids)."""
+    inputs: dict[str, Any] = (
+        {"images": sorted(images.items())} if method in IMAGE_METHODS and images is not None
+        else {"target": _files_fingerprint(paths.target, "masks")})
     if method == "usam":
         inputs["source"] = _files_fingerprint(paths.source, "masks")
         inputs["manifest"] = _files_fingerprint(paths.manifest)
@@ -151,16 +189,23 @@ def fingerprint(settings: dict[str, Any], paths: PseudoPaths, method: str) -> st
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def plan(cfg: Config, ws: Workspace) -> PseudoPlan:
-    """Resolve inputs and labels, decide the round, open the staging folder."""
+def plan(cfg: Config, ws: Workspace, dataset: Dataset | None = None) -> PseudoPlan:
+    """Resolve inputs and labels, decide the round, open the staging folder. Image methods
+    (:data:`IMAGE_METHODS`) list their targets from ``dataset`` (the data section's)."""
     p = cfg.pseudolabel
     paths = resolve_paths(cfg, ws.root)
     ignore_in_workspace(ws, [f"/{STAGING_DIR.split('/')[0]}/"])  # scratch, never versioned
     labels = method_labels(cfg, paths)
     mapping = map_labels(labels, cfg.data.classes, p.class_map, p.background)
-    ids, names = target_images(paths.target, p.limit)
+    if p.method in IMAGE_METHODS:
+        if dataset is None:
+            raise ConfigError(f"pseudolabel.method {p.method} reads the target images: the "
+                              "plan needs the data section's dataset")
+        ids, names = dataset_images(dataset, p.limit)
+    else:
+        ids, names = target_images(paths.target, p.limit)
     settings = run_settings(cfg, mapping)
-    fp = fingerprint(settings, paths, p.method)
+    fp = fingerprint(settings, paths, p.method, names)
     kind = seed_rounds(paths.output_rel, p.method)
     rounds = list_rounds(ws, kind)
     size = p.chunk_size

@@ -14,13 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from segloop.config import Config
 from segloop.data.json_io import read_json
 from segloop.pseudolabel import store
 from segloop.pseudolabel.label import ChunkStats
-from segloop.pseudolabel.plan import STAGING_DIR, PseudoPlan, resolve_paths
+from segloop.pseudolabel.plan import IMAGE_METHODS, STAGING_DIR, PseudoPlan, resolve_paths
 from segloop.runlock import output_lock
 from segloop.versioning import RoundInfo, Workspace, commit_round, record_round_metrics
 
@@ -43,6 +44,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _pixels_per_label(plan: PseudoPlan) -> dict[str, int]:
+    totals = np.zeros(256, np.int64)
+    for image_id in plan.image_ids:
+        totals += np.bincount(store.read_label(plan.paths.staging, image_id).ravel(),
+                              minlength=256)
+    return {label: int(totals[int(i)])
+            for label, i in zip(plan.mapping.labels, plan.mapping.class_ids, strict=True)}
+
+
 def round_meta(plan: PseudoPlan, counts: dict[str, Any],
                training: dict[str, Any] | None) -> dict[str, Any]:
     """``round.json``: what the round is, how it was made and from what."""
@@ -55,7 +65,9 @@ def round_meta(plan: PseudoPlan, counts: dict[str, Any],
         "inputs": {"source": _shown(plan, plan.paths.source) if plan.method == "usam" else None,
                    "manifest": (_shown(plan, plan.paths.manifest) if plan.method == "usam"
                                 else None),
-                   "target": _shown(plan, plan.paths.target)},
+                   "target": (None if plan.method in IMAGE_METHODS
+                              else _shown(plan, plan.paths.target)),
+                   "dataset": plan.settings.get("dataset")},
         "counts": counts, "checkpoints": checkpoints, "training": training,
     }
 
@@ -71,7 +83,11 @@ def _shown(plan: PseudoPlan, location: str) -> str:
 
 
 def counts(plan: PseudoPlan, table: pa.Table) -> dict[str, Any]:
-    """Images, masks and kept masks per label of the round's ``pseudolabel_masks`` rows."""
+    """Images, masks and kept masks per label of the round's ``pseudolabel_masks`` rows;
+    for image methods (no masks), labelled pixels per label from the staged label maps."""
+    if plan.method in IMAGE_METHODS:
+        return {"images": len(plan.image_ids), "masks": 0, "kept": 0,
+                "pixels_per_label": _pixels_per_label(plan)}
     rows = table.select(["label", "kept"]).to_pylist()
     per_label: dict[str, int] = {label: 0 for label in plan.mapping.labels}
     for row in rows:
