@@ -73,6 +73,11 @@ def test_maskdiffusion_round_resumes_commits_and_is_then_a_no_op(
         assert set(np.unique(lab)) <= {0, 3, 8}  # sky, road, car: every pixel labelled
     for image_id, lab in first.items():  # what the killed run staged is what was committed
         assert np.array_equal(store.read_label(folder, image_id), lab)
+        soft = store.read_scores(folder, image_id)  # (3 labels, 24, 32) soft maps in [0, 1]
+        assert soft.shape == (3, 24, 32) and soft.min() >= 0 and soft.max() <= 1
+        winners = {0: 0, 3: 1, 8: 2}  # class id -> label index
+        for cid in np.unique(lab):  # each painted label's map peaks at 1 somewhere
+            assert soft[winners[int(cid)]].max() == 1.0
     meta = json.loads((folder / "round.json").read_text())
     assert meta["method"] == "maskdiffusion" and meta["inputs"]["target"] is None
     assert meta["inputs"]["dataset"] == {"name": "camvid", "format": "camvid", "split": "train"}

@@ -5,7 +5,8 @@ an (H, W, 3) uint8 image into (C, H, W) float32 scores over its labels. Each pix
 the label of highest score (abstaining, 255, where that score is below
 ``abstain_below`` when set), mapped to the target's class ids. A chunk's label PNGs are
 written first and an empty ``pseudolabel_masks`` part last: the same commit point as the
-mask methods, so resume and commit work unchanged.
+mask methods, so resume and commit work unchanged. Each image's soft per-label maps
+(:func:`soft_maps`) go to ``scores/`` beside its label map.
 """
 
 from __future__ import annotations
@@ -107,6 +108,21 @@ def labels_from_scores(scores: np.ndarray, class_ids: np.ndarray,
     return out
 
 
+def soft_maps(scores: np.ndarray) -> np.ndarray:
+    """(C, H, W) raw scores -> (C, H, W) float32 per-label maps in [0, 1]: each label that
+    wins at least one pixel min-max normalised over the image (as class activation maps
+    are, thesis 002), the others 0. These are the round's ``scores/`` (G4Seg's coarse
+    maps, the clustering seeds' class maps)."""
+    arr = np.asarray(scores, np.float32)
+    out = np.zeros_like(arr)
+    present = np.bincount(arr.argmax(0).ravel(), minlength=arr.shape[0]) > 0
+    for c in np.flatnonzero(present):
+        lo, hi = float(arr[c].min()), float(arr[c].max())
+        if hi > lo:
+            out[c] = (arr[c] - lo) / (hi - lo)
+    return out
+
+
 def label_image_chunk(plan: PseudoPlan, k: int, segmenter: ImageSegmenter,
                       targets: ImageTargets, abstain_below: float | None = None,
                       progress: bool = True) -> ChunkStats:
@@ -114,6 +130,7 @@ def label_image_chunk(plan: PseudoPlan, k: int, segmenter: ImageSegmenter,
     start = time.perf_counter()
     ids: Sequence[str] = plan.chunks[k]
     labels: dict[str, np.ndarray] = {}
+    soft: dict[str, np.ndarray] = {}
     for image_id in tqdm(ids, desc=f"{plan.method} chunk {k}", unit="img",
                          disable=not progress, leave=False):
         loaded = load_target(targets.dataset, targets.samples, plan.names[image_id], image_id)
@@ -122,6 +139,7 @@ def label_image_chunk(plan: PseudoPlan, k: int, segmenter: ImageSegmenter,
             raise DataError(f"{plan.method} returned scores of shape {scores.shape} for "
                             f"{plan.names[image_id]} of size {loaded.image.shape[:2]}")
         labels[image_id] = labels_from_scores(scores, plan.mapping.class_ids, abstain_below)
-    store.write_chunk(plan.paths.staging, k, labels, [])
+        soft[image_id] = soft_maps(scores)
+    store.write_chunk(plan.paths.staging, k, labels, [], soft)
     kill_point("pseudo.chunk")
     return ChunkStats(k, len(ids), 0, 0, round(time.perf_counter() - start, 3))

@@ -134,6 +134,17 @@ def threshold(cfg: Config) -> float:
     return p.conf if p.method == "usam" else p.sam_clip.threshold
 
 
+def mask_soft_maps(masks: np.ndarray, class_index: np.ndarray, confidence: np.ndarray,
+                   num_labels: int) -> np.ndarray:
+    """Kept masks (K, H, W) bool with their label index (K,) and confidence (K,) ->
+    (num_labels, H, W) float32: per label, the highest confidence of a kept mask of that
+    label covering the pixel (0 where none does); the round's ``scores/``."""
+    out = np.zeros((num_labels, *masks.shape[1:]), np.float32)
+    for m, c, p in zip(masks, class_index, confidence, strict=True):
+        np.maximum(out[int(c)], np.where(m, np.float32(p), np.float32(0)), out=out[int(c)])
+    return out
+
+
 def label_chunk(cfg: Config, plan: PseudoPlan, k: int, scorer: MaskScorer,
                 progress: bool = True) -> ChunkStats:
     """Label chunk ``k`` of the plan and commit it to the staging folder."""
@@ -143,6 +154,7 @@ def label_chunk(cfg: Config, plan: PseudoPlan, k: int, scorer: MaskScorer,
     conf, nms = threshold(cfg), cfg.pseudolabel.nms_iou
     mapping = plan.mapping
     labels: dict[str, np.ndarray] = {}
+    soft: dict[str, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
     kept_total = 0
     for i in tqdm(range(len(ids)), desc=f"{plan.method} chunk {k}", unit="img",
@@ -153,6 +165,8 @@ def label_chunk(cfg: Config, plan: PseudoPlan, k: int, scorer: MaskScorer,
         kept = np.flatnonzero(dec.kept)
         labels[ids[i]] = paint(masks[kept], mapping.class_ids[dec.class_index[kept]],
                                dec.confidence[kept], mapping.fill)
+        soft[ids[i]] = mask_soft_maps(masks[kept], dec.class_index[kept],
+                                      dec.confidence[kept], len(mapping.labels))
         kept_total += len(kept)
         areas = masks.reshape(len(masks), -1).sum(1)
         for j in range(len(masks)):
@@ -162,6 +176,6 @@ def label_chunk(cfg: Config, plan: PseudoPlan, k: int, scorer: MaskScorer,
                          "class_id": int(mapping.class_ids[c]),
                          "confidence": float(dec.confidence[j]), "kept": bool(dec.kept[j]),
                          "reason": dec.reason[j], "area": int(areas[j])})
-    store.write_chunk(plan.paths.staging, k, labels, rows)
+    store.write_chunk(plan.paths.staging, k, labels, rows, soft)
     kill_point("pseudo.chunk")
     return ChunkStats(k, len(ids), len(rows), kept_total, round(time.perf_counter() - start, 3))
