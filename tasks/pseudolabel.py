@@ -8,7 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from segloop.config import Config
-from segloop.pseudolabel import heads, image_label, label, plan, run, score
+from segloop.pseudolabel import heads, image_label, label, plan, refine, run, score
 from segloop.versioning import RoundInfo, Workspace
 from tasks._common import locate_data, open_workspace  # noqa: F401  (re-exported)
 from tasks._retry import transient
@@ -51,6 +51,25 @@ def _worker(cfg: Config, p: plan.PseudoPlan, root: str
         _WORKERS[key] = (image_label.make_worker(cfg, p, label.target_dataset(cfg, root))
                          if p.method in plan.IMAGE_METHODS else label.make_scorer(cfg, p, root))
     return _WORKERS[key]
+
+
+@task(name="plan-refinement", cache_policy=NO_CACHE)
+def plan_refinement(cfg: Config, ws: Workspace, root: str, rel: str) -> plan.PseudoPlan:
+    return refine.plan_refinement(cfg, ws, label.target_dataset(cfg, root), rel)
+
+
+@task(name="refine-chunk", cache_policy=NO_CACHE, tags=["gpu"], retries=1,
+      retry_delay_seconds=10, retry_condition_fn=transient)
+def refine_chunk(cfg: Config, p: plan.PseudoPlan, ws: Workspace, root: str, k: int
+                 ) -> label.ChunkStats:
+    key = (p.fingerprint, p.round)
+    if key not in _REFINERS:
+        _REFINERS.clear()
+        _REFINERS[key] = refine.make_refiner(cfg, p, label.target_dataset(cfg, root), ws.root)
+    return refine.refine_chunk(p, k, _REFINERS[key])
+
+
+_REFINERS: dict[tuple[str, int], refine.Refiner] = {}
 
 
 @task(name="evaluate-round", cache_policy=NO_CACHE)

@@ -327,6 +327,31 @@ class MaskDiffusionConfig(Section):
         "similarity is below this; null: label every pixel")
 
 
+class G4SegConfig(Section):
+    """G4Seg refinement (ALGORITHMS.md section 4, paper 003) of a seed round's soft maps;
+    segloop.pseudolabel.g4seg documents each choice. Pipeline: ``models.diffusion``; dense
+    correspondence: ``models.clip``."""
+
+    timestep: int = Field(400, ge=0, description="the single noise level (paper: 400)")
+    w_self: float = Field(0.3, description="mask injection into self-attention logits "
+                          "(the paper follows DenseDiffusion, whose demo uses 0.3)")
+    w_cross: float = Field(1.0, description="mask injection into cross-attention logits of "
+                           "the class-name tokens (DenseDiffusion's demo: 1.0)")
+    band: tuple[float, float] = Field((0.2, 0.6), description="only scores in [low, high] "
+                                      "are mixed (paper: [0.2, 0.6])")
+    beta: float = Field(0.8, ge=0.0, le=1.0, description="weight of a pixel's own score: "
+                        "0.8 for text-supervised seeds, 0.9 for CAM seeds")
+    resolution: int = Field(512, ge=8, multiple_of=8)
+    clip_size: int | None = Field(None, ge=14, description="CLIP input side (null: CLIP's own)")
+    template: str = Field("A photo of {c}", pattern=r"\{c\}")
+    seed: int = Field(0, ge=0, description="the noise")
+    threshold: float | Literal["auto"] | None = Field(
+        "auto", description="a pixel takes the label of highest refined score where that "
+        "score reaches this, else the round's fill (background or abstain); null: wherever "
+        "any score is positive; auto: the input round's pseudolabel.conf for mask methods, "
+        "null for image methods")
+
+
 class PseudolabelConfig(Section):
     """Semantic pseudo-labels from SAM mask embeddings: the ``pseudolabel`` flow.
 
@@ -369,6 +394,13 @@ class PseudolabelConfig(Section):
     usam: USamConfig = USamConfig()
     sam_clip: SamClipConfig = SamClipConfig()
     maskdiffusion: MaskDiffusionConfig = MaskDiffusionConfig()
+    refine: Literal["none", "g4seg"] = Field(
+        "none", description="g4seg: after the method's round, refine it into a round of its "
+        "own, <output of method>-g4seg, whose round.json names its input round")
+    refine_input: str | None = Field(
+        None, description="refine this seed round folder (workspace-relative, e.g. "
+        "data/pseudolabels/usam/round_000) instead of making the method's round first")
+    g4seg: G4SegConfig = G4SegConfig()
 
 
 class SemiConfig(Section):

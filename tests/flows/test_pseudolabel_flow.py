@@ -116,6 +116,19 @@ def test_usam_chain_makes_a_versioned_seed_round_the_loop_can_train_on(
     assert clip["tag"] == "pseudolabels/sam_clip/r000" and clip["images_labelled"] == 10
     assert len(list((ws / "data/pseudolabels/sam_clip/round_000/labels").glob("*.png"))) == 10
 
+    # G4Seg refines the U-SAM round into a round of its own that names its input
+    refined = pseudolabel_flow(config=_config(
+        tmp_path, camvid_root, refine="g4seg", refine_input="data/pseudolabels/usam/round_000",
+        g4seg={"resolution": 32}))["refined"]
+    assert refined["tag"] == "pseudolabels/usam-g4seg/r000" and refined["images"] == 10
+    refined_folder = ws / "data/pseudolabels/usam-g4seg/round_000"
+    meta = json.loads((refined_folder / "round.json").read_text())
+    assert meta["inputs"]["round"]["method"] == "usam"
+    assert meta["inputs"]["round"]["path"] == "data/pseudolabels/usam/round_000"
+    assert meta["settings"]["threshold"] == 0.0  # auto: the U-SAM round's conf
+    for png in sorted((refined_folder / "labels").glob("*.png")):
+        assert set(np.unique(np.asarray(Image.open(png)))) <= {8, 5, 255}
+
     # the active-learning loop trains on the seeds, marked as pseudo-labels
     al = _config(tmp_path, camvid_root)
     al = al.model_copy(update={"active": al.active.model_copy(

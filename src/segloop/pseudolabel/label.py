@@ -36,6 +36,7 @@ class ChunkStats:
     masks: int
     kept: int
     seconds: float
+    refined: int = 0  # G4Seg: label maps refined (those with scores in the band)
 
 
 class MaskScorer(Protocol):
@@ -136,9 +137,10 @@ def threshold(cfg: Config) -> float:
 
 def mask_soft_maps(masks: np.ndarray, class_index: np.ndarray, confidence: np.ndarray,
                    num_labels: int) -> np.ndarray:
-    """Kept masks (K, H, W) bool with their label index (K,) and confidence (K,) ->
-    (num_labels, H, W) float32: per label, the highest confidence of a kept mask of that
-    label covering the pixel (0 where none does); the round's ``scores/``."""
+    """Masks (K, H, W) bool with their best label index (K,) and its confidence (K,) ->
+    (num_labels, H, W) float32: per label, the highest confidence of a mask of that label
+    covering the pixel (0 where none does); the round's ``scores/``. Every scored mask
+    counts, kept or not, so a refinement (G4Seg) sees the uncertain ones too."""
     out = np.zeros((num_labels, *masks.shape[1:]), np.float32)
     for m, c, p in zip(masks, class_index, confidence, strict=True):
         np.maximum(out[int(c)], np.where(m, np.float32(p), np.float32(0)), out=out[int(c)])
@@ -165,8 +167,8 @@ def label_chunk(cfg: Config, plan: PseudoPlan, k: int, scorer: MaskScorer,
         kept = np.flatnonzero(dec.kept)
         labels[ids[i]] = paint(masks[kept], mapping.class_ids[dec.class_index[kept]],
                                dec.confidence[kept], mapping.fill)
-        soft[ids[i]] = mask_soft_maps(masks[kept], dec.class_index[kept],
-                                      dec.confidence[kept], len(mapping.labels))
+        soft[ids[i]] = mask_soft_maps(masks, dec.class_index, dec.confidence,
+                                      len(mapping.labels))
         kept_total += len(kept)
         areas = masks.reshape(len(masks), -1).sum(1)
         for j in range(len(masks)):

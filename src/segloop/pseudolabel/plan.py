@@ -75,6 +75,10 @@ class PseudoPlan:
     done: set[int] = field(default_factory=set)
     existing: RoundInfo | None = None
     resumed: bool = False
+    #: True when the method reads the target images (no SAM masks, no mask table rows)
+    reads_images: bool = False
+    #: a refinement's input round (method, round, tag, path, fingerprint), else None
+    refines: dict[str, Any] | None = None
 
     @property
     def kind(self) -> RoundKind:
@@ -206,17 +210,25 @@ def plan(cfg: Config, ws: Workspace, dataset: Dataset | None = None) -> PseudoPl
         ids, names = target_images(paths.target, p.limit)
     settings = run_settings(cfg, mapping)
     fp = fingerprint(settings, paths, p.method, names)
-    kind = seed_rounds(paths.output_rel, p.method)
-    rounds = list_rounds(ws, kind)
     size = p.chunk_size
     chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
-    result = PseudoPlan(p.method, rounds[-1].number + 1 if rounds else 0, fp, settings, paths,
-                        mapping, ids, names, chunks)
-    if rounds and _round_fingerprint(rounds[-1].path) == fp:
+    result = PseudoPlan(p.method, 0, fp, settings, paths, mapping, ids, names, chunks,
+                        reads_images=p.method in IMAGE_METHODS)
+    return settle(ws, result)
+
+
+def settle(ws: Workspace, result: PseudoPlan) -> PseudoPlan:
+    """Number the plan's round: the newest committed round if it has the plan's fingerprint
+    (nothing to do), else the next number, with the staging folder opened (resumed when it
+    holds work of the same fingerprint)."""
+    rounds = list_rounds(ws, result.kind)
+    result.round = rounds[-1].number + 1 if rounds else 0
+    if rounds and _round_fingerprint(rounds[-1].path) == result.fingerprint:
         result.existing, result.round = rounds[-1], rounds[-1].number
         return result
-    result.resumed = store.open_staging(paths.staging, fp, settings)
-    result.done = {k for k in range(len(chunks)) if store.chunk_done(paths.staging, k)}
+    staging = result.paths.staging
+    result.resumed = store.open_staging(staging, result.fingerprint, result.settings)
+    result.done = {k for k in range(len(result.chunks)) if store.chunk_done(staging, k)}
     return result
 
 

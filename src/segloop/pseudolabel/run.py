@@ -21,16 +21,18 @@ from segloop.config import Config
 from segloop.data.json_io import read_json
 from segloop.pseudolabel import store
 from segloop.pseudolabel.label import ChunkStats
-from segloop.pseudolabel.plan import IMAGE_METHODS, STAGING_DIR, PseudoPlan, resolve_paths
+from segloop.pseudolabel.plan import STAGING_DIR, PseudoPaths, PseudoPlan, resolve_paths
 from segloop.runlock import output_lock
 from segloop.versioning import RoundInfo, Workspace, commit_round, record_round_metrics
 
 
 @contextmanager
-def hold_outputs(cfg: Config, ws_root: Path) -> Iterator[None]:
+def hold_outputs(cfg: Config, ws_root: Path, paths: PseudoPaths | None = None
+                 ) -> Iterator[None]:
     """Hold the locks of the staging folder (one per method) and of the seed rounds'
-    folder for a whole run; a second run on either is refused (:class:`BusyError`)."""
-    paths = resolve_paths(cfg, ws_root)
+    folder (the configured method's, or ``paths``') for a whole run; a second run on
+    either is refused (:class:`BusyError`)."""
+    paths = paths if paths is not None else resolve_paths(cfg, ws_root)
     with output_lock(paths.staging, "pseudolabel"), \
             output_lock(ws_root / paths.output_rel, "pseudolabel"):
         yield
@@ -65,9 +67,10 @@ def round_meta(plan: PseudoPlan, counts: dict[str, Any],
         "inputs": {"source": _shown(plan, plan.paths.source) if plan.method == "usam" else None,
                    "manifest": (_shown(plan, plan.paths.manifest) if plan.method == "usam"
                                 else None),
-                   "target": (None if plan.method in IMAGE_METHODS
+                   "target": (None if plan.reads_images
                               else _shown(plan, plan.paths.target)),
-                   "dataset": plan.settings.get("dataset")},
+                   "dataset": plan.settings.get("dataset"), "round": plan.refines},
+        "labels": list(plan.mapping.labels),
         "counts": counts, "checkpoints": checkpoints, "training": training,
     }
 
@@ -85,7 +88,7 @@ def _shown(plan: PseudoPlan, location: str) -> str:
 def counts(plan: PseudoPlan, table: pa.Table) -> dict[str, Any]:
     """Images, masks and kept masks per label of the round's ``pseudolabel_masks`` rows;
     for image methods (no masks), labelled pixels per label from the staged label maps."""
-    if plan.method in IMAGE_METHODS:
+    if plan.reads_images:
         return {"images": len(plan.image_ids), "masks": 0, "kept": 0,
                 "pixels_per_label": _pixels_per_label(plan)}
     rows = table.select(["label", "kept"]).to_pylist()
@@ -145,15 +148,17 @@ def summarize(plan: PseudoPlan, stats: list[ChunkStats], info: RoundInfo | None,
         "round_path": str(info.path) if info else None, "tag": info.tag if info else None,
         "up_to_date": plan.existing is not None, "images": len(plan.image_ids),
         "images_labelled": images, "masks_kept": sum(s.kept for s in stats),
+        "maps_refined": sum(s.refined for s in stats), "input_round": plan.refines,
         "seconds": round(seconds, 3),
         "images_per_second": round(images / seconds, 4) if seconds > 0 and images else 0.0,
         "metrics": metrics, "chunks": [s.__dict__ for s in stats],
     }
 
 
-def write_reports(summary: dict[str, Any], reports_dir: str | Path) -> Path:
-    """``reports/pseudolabel/summary.json`` and ``metrics.json`` (the DVC stage's metrics)."""
-    out = Path(reports_dir) / "pseudolabel"
+def write_reports(summary: dict[str, Any], reports_dir: str | Path, sub: str = "") -> Path:
+    """``reports/pseudolabel/summary.json`` and ``metrics.json`` (the DVC stage's metrics);
+    a refinement's go to ``reports/pseudolabel/refined/`` (``sub``)."""
+    out = Path(reports_dir) / "pseudolabel" / sub
     store.write_json(out / "summary.json", summary)
     store.write_json(out / store.METRICS_FILE, {"method": summary["method"],
                                                 "round": summary["round"],
