@@ -8,7 +8,16 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from segloop.config import Config
-from segloop.pseudolabel import heads, image_label, label, plan, refine, run, score
+from segloop.pseudolabel import (
+    cluster_seeds,
+    heads,
+    image_label,
+    label,
+    plan,
+    refine,
+    run,
+    score,
+)
 from segloop.versioning import RoundInfo, Workspace
 from tasks._common import locate_data, open_workspace  # noqa: F401  (re-exported)
 from tasks._retry import transient
@@ -18,6 +27,8 @@ from tasks._retry import transient
 
 @task(name="plan-round", cache_policy=NO_CACHE)
 def make_plan(cfg: Config, ws: Workspace, root: str) -> plan.PseudoPlan:
+    if cfg.pseudolabel.method == "clusters":
+        return cluster_seeds.plan_clusters(cfg, ws)
     images = cfg.pseudolabel.method in plan.IMAGE_METHODS
     return plan.plan(cfg, ws, label.target_dataset(cfg, root) if images else None)
 
@@ -31,6 +42,8 @@ def train_heads(cfg: Config, p: plan.PseudoPlan) -> dict[str, Any]:
 @task(name="label-chunk", cache_policy=NO_CACHE, tags=["gpu"], retries=1,
       retry_delay_seconds=10, retry_condition_fn=transient)
 def label_chunk(cfg: Config, p: plan.PseudoPlan, root: str, k: int) -> label.ChunkStats:
+    if p.method == "clusters":
+        return cluster_seeds.cluster_chunk(p, k, cluster_seeds.make_worker(cfg, p))
     worker = _worker(cfg, p, root)
     if isinstance(worker, image_label.ImageWorker):
         return image_label.label_image_chunk(p, k, worker.segmenter, worker.targets,

@@ -352,6 +352,25 @@ class G4SegConfig(Section):
         "null for image methods")
 
 
+class ClustersConfig(Section):
+    """Seeds by feature clustering and seeded region growing (ALGORITHMS.md section 3,
+    thesis 002 ch. 3): SAM image embeddings clustered into superpixels, seeds from a seed
+    round's soft maps, grown over the superpixels."""
+
+    coarse: str | None = Field(
+        None, description="the seed round giving the coarse class maps (workspace-relative "
+        "folder with scores/, e.g. data/pseudolabels/maskdiffusion/round_000)")
+    tau: float = Field(0.3, gt=-1.0, lt=1.0, description="cosine threshold of the greedy "
+                       "low-first clustering (thesis: 0.3)")
+    alpha: float = Field(0.5, ge=0.0, lt=1.0, description="seed where the best normalised "
+                         "class map exceeds this (thesis: 0.5)")
+    beta: float = Field(0.7, gt=0.0, lt=1.0, description="grow a superpixel whose mean "
+                        "class score exceeds this (thesis: 0.7)")
+    grow: bool = True
+    normalise: bool = Field(True, description="min-max normalise each present class's map "
+                            "to [0, 1] first (as CAMs are)")
+
+
 class PseudolabelConfig(Section):
     """Semantic pseudo-labels from SAM mask embeddings: the ``pseudolabel`` flow.
 
@@ -359,9 +378,10 @@ class PseudolabelConfig(Section):
     ``{name}`` = data.name, ``{method}`` = the method.
     """
 
-    method: Literal["usam", "sam_clip", "maskdiffusion"] = Field(
+    method: Literal["usam", "sam_clip", "maskdiffusion", "clusters"] = Field(
         "usam", description="usam, sam_clip: label SAM masks of the embed output (target); "
-        "maskdiffusion: label the data section's images with a frozen Stable Diffusion")
+        "maskdiffusion: label the data section's images with a frozen Stable Diffusion; "
+        "clusters: seeds from another round's maps, clustered and grown over SAM features")
     source: str = Field("data/embeddings/{synthetic}",
                         description="usam: the embed output of the synthetic images")
     manifest: str = Field("data/synthetic/{synthetic}",
@@ -401,6 +421,7 @@ class PseudolabelConfig(Section):
         None, description="refine this seed round folder (workspace-relative, e.g. "
         "data/pseudolabels/usam/round_000) instead of making the method's round first")
     g4seg: G4SegConfig = G4SegConfig()
+    clusters: ClustersConfig = ClustersConfig()
 
 
 class SemiConfig(Section):
@@ -454,12 +475,17 @@ class TrainConfig(Section):
 class RegionConfig(Section):
     """Units of labelling at region level."""
 
-    source: Literal["slic", "sam"] = Field(
+    source: Literal["slic", "sam", "clusters"] = Field(
         "slic", description="slic: superpixels; sam: the embed flow's masks of the pool "
-        "images (painted by predicted IoU; set sam_embeddings)")
+        "images (painted by predicted IoU; set sam_embeddings); clusters: the greedy "
+        "low-first clustering of SAM's image embeddings (thesis 002; set sam_embeddings, "
+        "embedded with embed.image_embeddings: true)")
     n_segments: int = Field(150, ge=2, description="SLIC superpixels per image (approx.)")
     compactness: float = Field(10.0, gt=0)
-    sam_embeddings: str | None = Field(None, description="embed flow output (source: sam)")
+    sam_embeddings: str | None = Field(None, description="embed flow output (source: sam, "
+                                       "clusters)")
+    cluster_tau: float = Field(0.3, gt=-1.0, lt=1.0, description="source clusters: cosine "
+                               "threshold of the clustering (higher: more regions)")
     max_per_image: int | None = Field(
         4, ge=1, description="at most this many regions of one image per round (queries "
         "spread over many images); null = no cap")

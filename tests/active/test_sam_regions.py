@@ -59,3 +59,27 @@ def test_sam_source_without_an_output_says_what_to_set(camvid_root: Path) -> Non
     ac = parse_config({"active": {"region": {"source": "sam"}}}).active
     with pytest.raises(ConfigError, match="active.region.sam_embeddings"):
         compute_regions(arrays, ac)
+
+
+def test_pool_regions_from_clustered_sam_image_embeddings(camvid_root: Path,
+                                                          tmp_path: Path) -> None:
+    raw = {"data": {"root": str(camvid_root), "split": "train"},
+           "models": {"sam": {"variant": "tiny", "seed": 1}},
+           "embed": {"points_per_side": 2, "limit": 4, "image_embeddings": True}}
+    cfg = parse_config(raw)
+    out = str(tmp_path / "emb")
+    plan = run.plan(cfg, run.open_input(cfg, camvid_root), out)
+    for shard in plan.shards:
+        run.embed_shard(cfg, out, shard, progress=False)
+    layout = CamVidLayout(str(camvid_root), "train", CAMVID)
+    head = stack_split((layout.load(s) for s in list(layout.samples())[:4]), (12, 16))
+    counts_by_tau = []
+    for tau in (0.0, 0.9):
+        ac = parse_config({"active": {"region": {"source": "clusters", "sam_embeddings": out,
+                                                 "cluster_tau": tau}}}).active
+        maps, counts = compute_regions(head, ac)
+        assert maps.shape == (4, 12, 16) and maps.dtype == np.int32
+        for m, c in zip(maps, counts, strict=True):
+            assert sorted(np.unique(m)) == list(range(c))
+        counts_by_tau.append(int(counts.sum()))
+    assert counts_by_tau[1] > counts_by_tau[0]  # a higher threshold makes more regions

@@ -25,7 +25,9 @@ def _config(tmp_path: Path, root: Path, **pseudo: Any) -> Config:
                            "dvc_remote": str(tmp_path / "remote"),
                            "reports": str(tmp_path / "reports")}},
         "data": {"root": str(root), "split": "train"},
-        "models": {"diffusion": {"model_id": "tiny"}, "clip": {"model_id": "tiny"}},
+        "models": {"diffusion": {"model_id": "tiny"}, "clip": {"model_id": "tiny"},
+                   "sam": {"variant": "tiny"}},
+        "embed": {"shard_size": 4, "compile": False, "image_embeddings": True},
         "pseudolabel": {"method": "maskdiffusion", "chunk_size": 4, "limit": 6,
                         "side_by_side": 2, "classes": ["sky", "road", "car"],
                         "maskdiffusion": {"resolution": 32},
@@ -86,6 +88,32 @@ def test_maskdiffusion_round_refined_by_g4seg(prefect_harness: None, camvid_root
         refine_input="data/pseudolabels/maskdiffusion/round_000",
         g4seg={"resolution": 32, "w_cross": 3.0}))
     assert other["refined"]["tag"] == "pseudolabels/maskdiffusion-g4seg/r001"  # type: ignore[index]
+
+
+def test_clusters_seed_round_from_a_maskdiffusion_round(prefect_harness: None,
+                                                        camvid_root: Path,
+                                                        tmp_path: Path) -> None:
+    from flows.embed import embed_flow
+    from flows.pseudolabel import pseudolabel_flow
+
+    pseudolabel_flow(config=_config(tmp_path, camvid_root))  # the coarse maps
+    embed_flow(config=_config(tmp_path, camvid_root))  # SAM image embeddings (tiny SAM)
+    cfg = _config(tmp_path, camvid_root, method="clusters", clusters={
+        "coarse": "data/pseudolabels/maskdiffusion/round_000", "tau": 0.5})
+    summary = pseudolabel_flow(config=cfg)
+    ws = tmp_path / "ws"
+    assert summary["tag"] == "pseudolabels/clusters/r000" and summary["images"] == 6
+    folder = ws / "data/pseudolabels/clusters/round_000"
+    meta = json.loads((folder / "round.json").read_text())
+    assert meta["settings"]["coarse"]["path"] == "data/pseudolabels/maskdiffusion/round_000"
+    assert meta["settings"]["clusters"]["alpha"] == 0.5
+    seeded = 0
+    for png in sorted((folder / "labels").glob("*.png")):
+        lab = np.asarray(Image.open(png))
+        assert lab.shape == (24, 32) and set(np.unique(lab)) <= {0, 3, 8, 255}
+        seeded += int((lab != 255).sum())
+    assert 0 < seeded < 6 * 24 * 32  # seeds where maps are sure, abstain elsewhere
+    assert pseudolabel_flow(config=cfg)["up_to_date"]
 
 
 def test_refine_input_without_refine_is_refused(prefect_harness: None, camvid_root: Path,

@@ -72,16 +72,18 @@ def load_split(cfg: Config, root: str, split: str, limit: int | None) -> tuple[S
 
 def compute_regions(arrays: SplitArrays, ac: ActiveConfig) -> tuple[np.ndarray, np.ndarray]:
     """Region maps (N, H, W) int32 with consecutive ids per image, and their counts (N,)."""
-    if ac.region.source == "sam":
+    if ac.region.source in ("sam", "clusters"):
         if not ac.region.sam_embeddings:
             raise ConfigError(
-                "active.region.source: 'sam' reads SAM masks from the embed flow's output; "
-                "set active.region.sam_embeddings to that folder (embed.output in the "
-                "workspace, e.g. <workspace>/data/embeddings/camvid) after running "
+                f"active.region.source: '{ac.region.source}' reads SAM outputs from the embed "
+                "flow's output; set active.region.sam_embeddings to that folder (embed.output "
+                "in the workspace, e.g. <workspace>/data/embeddings/camvid) after running "
                 "`segloop run embed` on the pool split")
-        from segloop.active.sam_regions import sam_region_maps
+        from segloop.active.sam_regions import cluster_region_maps, sam_region_maps
 
-        maps = sam_region_maps(arrays, ac.region.sam_embeddings)
+        maps = (sam_region_maps(arrays, ac.region.sam_embeddings)
+                if ac.region.source == "sam" else
+                cluster_region_maps(arrays, ac.region.sam_embeddings, ac.region.cluster_tau))
     else:
         from segloop.active.regions import slic_regions
 

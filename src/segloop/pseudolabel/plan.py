@@ -85,6 +85,11 @@ class PseudoPlan:
         return seed_rounds(self.paths.output_rel, self.method)
 
     @property
+    def workspace_root(self) -> Path:
+        """The workspace the plan works in (its staging folder is inside it)."""
+        return self.paths.staging.parents[len(Path(STAGING_DIR).parts)]
+
+    @property
     def todo(self) -> list[int]:
         return [k for k in range(len(self.chunks)) if k not in self.done]
 

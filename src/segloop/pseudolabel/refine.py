@@ -96,7 +96,8 @@ def threshold(cfg: Config, source: InputRound) -> float | None:
     return None if conf is None else float(conf)
 
 
-def _mapping(cfg: Config, source: InputRound) -> LabelMapping:
+def mapping_of(cfg: Config, source: InputRound) -> LabelMapping:
+    """The input round's label -> class id mapping (as its round.json recorded it)."""
     recorded = source.meta.get("settings", {}).get("mapping", {})
     class_map = {label: v["class"] for label, v in recorded.get("labels", {}).items()}
     bg = recorded.get("background")
@@ -128,7 +129,7 @@ def plan_refinement(cfg: Config, ws: Workspace, dataset: Dataset, rel: str) -> P
     fp = hashlib.sha256(text.encode()).hexdigest()[:16]
     size = cfg.pseudolabel.chunk_size
     chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
-    plan = PseudoPlan(method, 0, fp, settings, paths, _mapping(cfg, source), ids,
+    plan = PseudoPlan(method, 0, fp, settings, paths, mapping_of(cfg, source), ids,
                       {i: names[i] for i in ids}, chunks, reads_images=True,
                       refines=settings["input"])
     return settle(ws, plan)
@@ -233,5 +234,6 @@ def refine_chunk(plan: PseudoPlan, k: int, refiner: Refiner, progress: bool = Tr
                       refined_maps)
 
 
-__all__ = ["ABSTAIN", "InputRound", "Refiner", "decide", "make_refiner", "plan_refinement",
-           "read_input", "refine_chunk", "refine_image", "resize_scores", "threshold"]
+__all__ = ["ABSTAIN", "InputRound", "Refiner", "decide", "make_refiner", "mapping_of",
+           "plan_refinement", "read_input", "refine_chunk", "refine_image", "resize_scores",
+           "threshold"]

@@ -21,7 +21,7 @@ from segloop.config import Config
 from segloop.data.json_io import read_json
 from segloop.pseudolabel import store
 from segloop.pseudolabel.label import ChunkStats
-from segloop.pseudolabel.plan import STAGING_DIR, PseudoPaths, PseudoPlan, resolve_paths
+from segloop.pseudolabel.plan import PseudoPaths, PseudoPlan, resolve_paths
 from segloop.runlock import output_lock
 from segloop.versioning import RoundInfo, Workspace, commit_round, record_round_metrics
 
@@ -78,7 +78,7 @@ def round_meta(plan: PseudoPlan, counts: dict[str, Any],
 def _shown(plan: PseudoPlan, location: str) -> str:
     """An input as the round records it: relative to the workspace when inside it (no
     machine paths in versioned data), else as configured (a URL or an outside path)."""
-    root = plan.paths.staging.parents[len(Path(STAGING_DIR).parts)]
+    root = plan.workspace_root
     if "://" in location:
         return location
     path = Path(location).resolve()
