@@ -469,6 +469,13 @@ class TrainConfig(Section):
     label_sampling: Literal["image", "pixels"] = Field(
         "pixels", description="labelled batches draw images alike, or in proportion to "
         "their labelled pixels (sparse region labels are not starved)")
+    loss: Literal["ce", "balanced_seed"] = Field(
+        "ce", description="ce: cross-entropy over labelled pixels (class_weights apply); "
+        "balanced_seed: thesis 002's seed loss, background and foreground pixels each "
+        "averaged on their own (for training on sparse seeds)")
+    seed_background: int | None = Field(
+        None, ge=0, le=254, description="loss balanced_seed: the background class id "
+        "(null: every labelled pixel is foreground, i.e. plain cross-entropy)")
     semi: SemiConfig = SemiConfig()
 
 

@@ -56,6 +56,19 @@ def test_loss_ignores_unlabelled_pixels() -> None:
     assert zero.item() == 0.0 and zero.requires_grad
 
 
+def test_balanced_seed_loss_is_chosen_by_the_settings() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(1, 3, 2, 2)
+    seeds = torch.tensor([[[0, 0], [0, 2]]])  # 3 background pixels, 1 foreground
+    balanced = TrainSettings(loss="balanced_seed", seed_background=0)
+    ce = F.cross_entropy(logits, seeds, reduction="none")[0]
+    by_hand = ce.flatten()[:3].mean() + ce.flatten()[3]  # each group averaged apart
+    got = segmentation_loss(logits, seeds, IGNORE, None, balanced)
+    assert got.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    plain = segmentation_loss(logits, seeds, IGNORE, None, TrainSettings())
+    assert plain.item() == pytest.approx(ce.mean().item(), rel=1e-6)
+
+
 def test_partial_labels_train_only_where_labelled() -> None:
     """A region-level round labels part of an image: the rest is ignore and must not pull
     the model. Both halves look alike; only the left is labelled (class 1); the model

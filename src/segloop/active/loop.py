@@ -194,6 +194,12 @@ def training_recipe(cfg: Config) -> dict[str, Any]:
     if ac.level == "region" and ac.region.grow:
         out["grow"] = {"beta": ac.region.grow_beta, "hops": ac.region.grow_hops,
                        "at": list(ac.region.grow_at)}
+    # only where they differ from the defaults, so earlier checkpoints keep their keys
+    if tc.class_weights != "none":
+        out["class_weights"] = (tc.class_weights if isinstance(tc.class_weights, str)
+                                else list(tc.class_weights))
+    if tc.loss != "ce":
+        out["loss"] = {"loss": tc.loss, "seed_background": tc.seed_background}
     return out
 
 

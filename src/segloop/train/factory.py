@@ -54,7 +54,8 @@ def train_settings(tc: TrainConfig, seed: int, weights: tuple[float, ...] | None
                    ) -> TrainSettings:
     return TrainSettings(steps=tc.steps, batch_size=tc.batch_size, lr=tc.lr,
                          weight_decay=tc.weight_decay, scale=tc.scale, flip=tc.flip,
-                         class_weights=weights, seed=seed, label_sampling=tc.label_sampling)
+                         class_weights=weights, seed=seed, label_sampling=tc.label_sampling,
+                         loss=tc.loss, seed_background=tc.seed_background)
 
 
 def semi_settings(tc: TrainConfig) -> SemiSettings | None:

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from segloop.train.arrays import augment
 from segloop.train.metrics import SegMetrics, confusion_matrix, metrics_from_confusion
+from segloop.train.seed_loss import balanced_seed_loss
 from segloop.train.semi import (
     EmaTeacher,
     SemiSettings,
@@ -37,6 +38,8 @@ class TrainSettings:
     class_weights: tuple[float, ...] | None = None
     seed: int = 0
     label_sampling: str = "image"
+    loss: str = "ce"  # or "balanced_seed" (segloop.train.seed_loss)
+    seed_background: int | None = None
 
 
 def _lr_factor(step: int, steps: int, warmup: int) -> float:
@@ -47,12 +50,17 @@ def _lr_factor(step: int, steps: int, warmup: int) -> float:
 
 
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int,
-                      weight: torch.Tensor | None = None) -> torch.Tensor:
+                      weight: torch.Tensor | None = None,
+                      settings: TrainSettings | None = None) -> torch.Tensor:
     """Mean cross-entropy over labelled pixels; exactly 0 (with grad) if none is labelled.
 
     ``logits`` (B, C, H, W) float, ``labels`` (B, H, W) long with ``ignore_index`` for
     unlabelled pixels (partial labels from region rounds train only where labelled).
+    ``settings.loss`` "balanced_seed": thesis 002's balanced seed loss instead (background
+    ``settings.seed_background`` and foreground pixels averaged apart; no class weights).
     """
+    if settings is not None and settings.loss == "balanced_seed":
+        return balanced_seed_loss(logits, labels, settings.seed_background, ignore_index)
     if not bool((labels != ignore_index).any()):
         return logits.sum() * 0.0
     return F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index)
@@ -127,13 +135,14 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                                   settings.flip, gen, device)
             logits = model(torch.cat([x, ub.x]).to(device))
             sup, uns = logits[: x.shape[0]], logits[x.shape[0]:]
-            loss = segmentation_loss(sup, y.to(device), ignore_index, weight)
+            loss = segmentation_loss(sup, y.to(device), ignore_index, weight, settings)
             loss = loss + ramp * semi.weight * consistency_loss(uns, ub)
             if semi.uncertainty_weight > 0:
                 loss = loss + ramp * semi.uncertainty_weight * uncertainty_loss(
                     uns, ub.valid.to(device))
         else:
-            loss = segmentation_loss(model(x.to(device)), y.to(device), ignore_index, weight)
+            loss = segmentation_loss(model(x.to(device)), y.to(device), ignore_index, weight,
+                                     settings)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
