@@ -130,3 +130,19 @@ def _with_func(parser, func):  # type: ignore[no-untyped-def]
             args.func = func
             return args
     return Wrapped()
+
+
+def test_pseudo_summary_prints_the_round_and_its_refinement() -> None:
+    from segloop.cli import _pseudo_summary
+
+    refined = {"method": "usam-g4seg", "round": 0, "images": 4, "up_to_date": False,
+               "images_labelled": 4, "round_path": "r", "tag": "pseudolabels/usam-g4seg/r000",
+               "metrics": None}
+    text = _pseudo_summary({"method": "usam", "round": 2, "images": 4, "up_to_date": True,
+                            "round_path": "p", "tag": "pseudolabels/usam/r002",
+                            "metrics": None, "refined": refined})
+    assert text.splitlines() == [
+        "usam round 002: 4 images (up to date) in p (pseudolabels/usam/r002)",
+        "refined: usam-g4seg round 000: 4 images (4 labelled) in r "
+        "(pseudolabels/usam-g4seg/r000)"]
+    assert _pseudo_summary({"refined": refined}).startswith("refined: usam-g4seg round 000")

@@ -100,14 +100,21 @@ def _run_flow(args: argparse.Namespace) -> int:
 
 
 def _pseudo_summary(summary) -> str:  # type: ignore[no-untyped-def]
-    state = "up to date" if summary["up_to_date"] else f"{summary['images_labelled']} labelled"
-    lines = [f"{summary['method']} round {summary['round']:03d}: {summary['images']} images "
-             f"({state}) in {summary['round_path']} ({summary['tag']})"]
-    m = summary.get("metrics")
-    if m:
-        lines.append(f"mIoU (method's classes) covered {m['miou_covered_method_classes']}, "
-                     f"overall {m['miou_overall_method_classes']}; coverage {m['coverage']}; "
-                     f"mAP50 {m['map50']}")
+    """The round's line and metrics, then its refinement's (if any)."""
+    lines = []
+    if "method" in summary:
+        state = ("up to date" if summary["up_to_date"]
+                 else f"{summary['images_labelled']} labelled")
+        lines.append(f"{summary['method']} round {summary['round']:03d}: {summary['images']} "
+                     f"images ({state}) in {summary['round_path']} ({summary['tag']})")
+        m = summary.get("metrics")
+        if m:
+            lines.append(f"mIoU (method's classes) covered "
+                         f"{m['miou_covered_method_classes']}, overall "
+                         f"{m['miou_overall_method_classes']}; coverage {m['coverage']}; "
+                         f"mAP50 {m['map50']}")
+    if summary.get("refined"):
+        lines.append("refined: " + _pseudo_summary(summary["refined"]))
     return "\n".join(lines)
 
 
