@@ -15,7 +15,6 @@ from segloop.models.attention_mask import (
     MaskInjection,
     inject_mask,
     injection_bias,
-    layer_grid,
     mask_on_grid,
 )
 from segloop.models.diffusion import build_tiny_pipeline
@@ -37,16 +36,6 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> StableDiffusionPipeline:
 
 
 # --- grid and bias --------------------------------------------------------------------------
-
-
-def test_layer_grid_halves_with_ceiling() -> None:
-    assert layer_grid(256, (16, 16)) == (16, 16)
-    assert layer_grid(64, (16, 16)) == (8, 8)
-    assert layer_grid(35, (5, 7)) == (5, 7)
-    assert layer_grid(12, (5, 7)) == (3, 4)  # ceil(5/2), ceil(7/2)
-    assert layer_grid(4, (5, 7)) == (2, 2)
-    with pytest.raises(DataError, match="10 image tokens"):
-        layer_grid(10, (5, 7))
 
 
 def test_mask_on_grid_is_area_majority() -> None:

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from segloop.errors import ConfigError, DataError
+from segloop.models.attention_capture import layer_grid
 
 #: The attention modules :func:`inject_mask` patches: transformer blocks' self (attn1) and
 #: cross (attn2) attention.
@@ -63,28 +64,6 @@ def as_mask_tensor(mask: np.ndarray | torch.Tensor) -> torch.Tensor:
                         f"{float(tensor.max())}] (or hold NaN); expected values in [0, 1]: "
                         "pass a probability map or a boolean mask")
     return tensor
-
-
-def layer_grid(n_tokens: int, latent_hw: tuple[int, int]) -> tuple[int, int]:
-    """The ``(h, w)`` grid of a layer with ``n_tokens`` image tokens on a ``latent_hw`` latent.
-
-    Tries ``latent_hw`` halved with ceiling 0, 1, 2, ... times (SD's stride-2 downsampling)
-    and returns the first with ``h * w == n_tokens``; :class:`DataError` when none fits.
-    """
-    h, w = int(latent_hw[0]), int(latent_hw[1])
-    if h < 1 or w < 1:
-        raise ConfigError(f"latent_hw must be two positive ints; got {latent_hw}")
-    tried = []
-    while True:
-        tried.append((h, w))
-        if h * w == n_tokens:
-            return h, w
-        if h == 1 and w == 1:
-            break
-        h, w = -(-h // 2), -(-w // 2)
-    raise DataError(f"an attention layer has {n_tokens} image tokens, which matches no grid "
-                    f"of the {tuple(latent_hw)} latent ({tried} tried); pass the latent's "
-                    "(height, width) as latent_hw")
 
 
 def mask_on_grid(mask: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
