@@ -28,7 +28,9 @@ from tasks._retry import transient
 @task(name="plan-round", cache_policy=NO_CACHE)
 def make_plan(cfg: Config, ws: Workspace, root: str) -> plan.PseudoPlan:
     if cfg.pseudolabel.method == "clusters":
-        return cluster_seeds.plan_clusters(cfg, ws)
+        needs_images = cfg.pseudolabel.clusters.features != "sam"
+        return cluster_seeds.plan_clusters(
+            cfg, ws, label.target_dataset(cfg, root) if needs_images else None)
     images = cfg.pseudolabel.method in plan.IMAGE_METHODS
     return plan.plan(cfg, ws, label.target_dataset(cfg, root) if images else None)
 
@@ -43,7 +45,13 @@ def train_heads(cfg: Config, p: plan.PseudoPlan) -> dict[str, Any]:
       retry_delay_seconds=10, retry_condition_fn=transient)
 def label_chunk(cfg: Config, p: plan.PseudoPlan, root: str, k: int) -> label.ChunkStats:
     if p.method == "clusters":
-        return cluster_seeds.cluster_chunk(p, k, cluster_seeds.make_worker(cfg, p))
+        key = (p.fingerprint, p.round)
+        if key not in _CLUSTER_WORKERS:
+            _CLUSTER_WORKERS.clear()
+            needs_images = cfg.pseudolabel.clusters.features != "sam"
+            _CLUSTER_WORKERS[key] = cluster_seeds.make_worker(
+                cfg, p, label.target_dataset(cfg, root) if needs_images else None)
+        return cluster_seeds.cluster_chunk(p, k, _CLUSTER_WORKERS[key])
     worker = _worker(cfg, p, root)
     if isinstance(worker, image_label.ImageWorker):
         return image_label.label_image_chunk(p, k, worker.segmenter, worker.targets,
@@ -51,6 +59,7 @@ def label_chunk(cfg: Config, p: plan.PseudoPlan, root: str, k: int) -> label.Chu
     return label.label_chunk(cfg, p, k, worker)
 
 
+_CLUSTER_WORKERS: dict[tuple[str, int], cluster_seeds.ClusterWorker] = {}
 _WORKERS: dict[tuple[str, int], label.MaskScorer | image_label.ImageWorker] = {}
 
 

@@ -360,6 +360,9 @@ class ClustersConfig(Section):
     coarse: str | None = Field(
         None, description="the seed round giving the coarse class maps (workspace-relative "
         "folder with scores/, e.g. data/pseudolabels/maskdiffusion/round_000)")
+    features: Literal["sam", "maskdiffusion"] = Field(
+        "sam", description="sam: SAM image embeddings of the embed output (target); "
+        "maskdiffusion: MaskDiffusion's UNet decoder features (models.diffusion)")
     tau: float = Field(0.3, gt=-1.0, lt=1.0, description="cosine threshold of the greedy "
                        "low-first clustering (thesis: 0.3)")
     alpha: float = Field(0.5, ge=0.0, lt=1.0, description="seed where the best normalised "

@@ -114,6 +114,13 @@ def test_clusters_seed_round_from_a_maskdiffusion_round(prefect_harness: None,
         seeded += int((lab != 255).sum())
     assert 0 < seeded < 6 * 24 * 32  # seeds where maps are sure, abstain elsewhere
     assert pseudolabel_flow(config=cfg)["up_to_date"]
+    # the same seeds over clusters of MaskDiffusion's own features: a new round
+    md = pseudolabel_flow(config=_config(tmp_path, camvid_root, method="clusters", clusters={
+        "coarse": "data/pseudolabels/maskdiffusion/round_000", "features": "maskdiffusion"}))
+    assert md["tag"] == "pseudolabels/clusters/r001" and md["images"] == 6
+    meta = json.loads((ws / "data/pseudolabels/clusters/round_001/round.json").read_text())
+    assert meta["settings"]["clusters"]["features"] == "maskdiffusion"
+    assert meta["settings"]["maskdiffusion"]["resolution"] == 32
 
 
 def test_refine_input_without_refine_is_refused(prefect_harness: None, camvid_root: Path,
