@@ -146,3 +146,14 @@ def test_pseudo_summary_prints_the_round_and_its_refinement() -> None:
         "refined: usam-g4seg round 000: 4 images (4 labelled) in r "
         "(pseudolabels/usam-g4seg/r000)"]
     assert _pseudo_summary({"refined": refined}).startswith("refined: usam-g4seg round 000")
+
+
+def test_seed_round_families_accept_refinements_and_refuse_typos() -> None:
+    import argparse
+
+    from segloop.cli import _seed_family
+
+    assert _seed_family("maskdiffusion-g4seg") == "maskdiffusion-g4seg"
+    assert _seed_family("usam-g4seg-g4seg") == "usam-g4seg-g4seg"
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown seed rounds 'usma'"):
+        _seed_family("usma")

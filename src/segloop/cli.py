@@ -11,7 +11,8 @@
     segloop rounds list [--pipeline P]  label rounds with tag, date, size, metrics
     segloop rounds checkout N [...]     restore round N's files exactly
     segloop rounds retract N [...]      undo the latest round (history kept)
-                                        (--seeds usam|sam_clip: pseudo-label rounds)
+                                        (--seeds METHOD: pseudo-label rounds, e.g.
+                                        usam, maskdiffusion-g4seg)
     segloop data locate [--pipeline P]  find (or download once) the configured dataset
 """
 
@@ -197,6 +198,21 @@ def _cmd_rounds(args: argparse.Namespace) -> int:
     return 0
 
 
+SEED_METHODS = ("usam", "sam_clip", "maskdiffusion", "clusters")
+
+
+def _seed_family(text: str) -> str:
+    """``--seeds``: a pseudolabel method, optionally refined (``usam-g4seg``)."""
+    base = text
+    while base.endswith("-g4seg"):
+        base = base.removesuffix("-g4seg")
+    if base not in SEED_METHODS:
+        raise argparse.ArgumentTypeError(
+            f"unknown seed rounds {text!r}: use one of {', '.join(SEED_METHODS)}, optionally "
+            "followed by -g4seg (a G4Seg refinement of that method's rounds)")
+    return text
+
+
 def _round_kind(cfg: Config, root: Path, method: str | None):  # type: ignore[no-untyped-def]
     """Label rounds, or with ``--seeds METHOD`` that method's pseudo-label rounds."""
     from segloop.versioning import LABELS, seed_rounds
@@ -265,8 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("number", type=int)
     for q in (lp, cp, xp):
         q.add_argument("--pipeline", "-p", help=pipeline_help)
-        q.add_argument("--seeds", choices=("usam", "sam_clip"), metavar="METHOD",
-                       help="the pseudolabel flow's rounds of METHOD (usam, sam_clip) "
+        q.add_argument("--seeds", type=_seed_family, metavar="METHOD",
+                       help="the pseudolabel flow's rounds of METHOD (usam, sam_clip, "
+                       "maskdiffusion, clusters, or one of them refined: usam-g4seg) "
                        "instead of label rounds")
     p.set_defaults(func=_cmd_rounds)
 
