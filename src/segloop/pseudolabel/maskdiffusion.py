@@ -337,6 +337,18 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def _capture_limit(unet: Any, latent_hw: tuple[int, int], s: MaskDiffusionSettings
+                   ) -> int | None:
+    """The largest layer side worth recording (layers above ``attention_max_side_ratio``
+    of the latent side are dropped anyway, so their logits are not computed), or None
+    (record all) when no layer would qualify and the coarsest are the fallback."""
+    limit = int(s.attention_max_side_ratio * max(latent_hw))
+    side = max(latent_hw)
+    for _ in range(len(unet.down_blocks) - 1):  # the coarsest attention grid's side
+        side = -(-side // 2)
+    return limit if limit >= side else None
+
+
 class MaskDiffusion:
     """MaskDiffusion on a diffusers Stable Diffusion 1.x/2.x pipeline (module docstring).
 
@@ -410,7 +422,8 @@ class MaskDiffusion:
             timestep = torch.tensor(s.timestep, device=latents.device)
             attention_capture = (
                 capture_cross_attention(unet, token_indices, latent_hw,
-                                        places=s.attention_places)
+                                        places=s.attention_places,
+                                        max_side=_capture_limit(unet, latent_hw, s))
                 if token_indices else nullcontext(None))
             with (attention_capture as store,
                   capture_block_outputs(unet, s.feature_blocks) as blocks):
