@@ -7,11 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
+from segloop.config import Config
+from segloop.context import open_workspace
+from segloop.data.datasets import Dataset
 from segloop.data.parquet import write_table
 from segloop.data.schemas import SYNTHETIC_MANIFEST
 from segloop.embed.extract import ImageMasks
 from segloop.embed.store import ShardWriter
 from segloop.embed.tables import EmbeddedImage
+from segloop.pseudolabel import label as label_step
+from segloop.pseudolabel import plan
+from segloop.versioning import Workspace
 
 
 def image_masks(tokens: np.ndarray, masks: np.ndarray) -> ImageMasks:
@@ -57,3 +63,10 @@ def write_manifest(path: Path, labels: dict[str, list[str]], order: list[str]) -
                 "clip_score": None, "created_at": now})
     path.parent.mkdir(parents=True, exist_ok=True)
     write_table(str(path), SYNTHETIC_MANIFEST, rows)
+
+
+def image_method_plan(cfg: Config, root: Path) -> tuple[Workspace, Dataset, plan.PseudoPlan]:
+    """The workspace, the data section's dataset and the plan of an image method."""
+    ws = open_workspace(cfg)
+    dataset = label_step.target_dataset(cfg, str(root))
+    return ws, dataset, plan.plan(cfg, ws, dataset)

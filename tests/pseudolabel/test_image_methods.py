@@ -16,6 +16,7 @@ from segloop.context import open_workspace
 from segloop.errors import DataError
 from segloop.pseudolabel import image_label, label, plan, run, store
 from segloop.pseudolabel.labels import ABSTAIN
+from tests.pseudolabel.conftest import image_method_plan
 
 
 def _config(tmp_path: Path, root: Path, **md: object) -> Config:
@@ -51,11 +52,10 @@ def test_maskdiffusion_round_resumes_commits_and_is_then_a_no_op(
     tmp_path: Path, camvid_root: Path
 ) -> None:
     cfg = _config(tmp_path, camvid_root)
-    ws = open_workspace(cfg)
-    dataset = label.target_dataset(cfg, str(camvid_root))
-    p = plan.plan(cfg, ws, dataset)
+    ws, dataset, p = image_method_plan(cfg, camvid_root)
     assert (p.method, p.round, len(p.image_ids), len(p.chunks)) == ("maskdiffusion", 0, 6, 2)
-    assert sorted(p.names.values()) == sorted(p.names.values())[:6]  # first 6 by name
+    first_six = sorted(s.name for s in dataset.samples())[:6]  # limit: the first 6 by name
+    assert sorted(p.names.values()) == first_six
     _label(cfg, p, [0], camvid_root)  # ... and the run dies here
 
     again = plan.plan(cfg, ws, dataset)

@@ -13,8 +13,9 @@ import pytest
 from segloop.config import Config, parse_config
 from segloop.context import open_workspace
 from segloop.errors import DataError
-from segloop.pseudolabel import image_label, label, plan, refine, run, store
+from segloop.pseudolabel import image_label, label, refine, run, store
 from segloop.pseudolabel.labels import ABSTAIN
+from tests.pseudolabel.conftest import image_method_plan
 
 
 def test_decide_thresholds_like_mask_methods_and_keeps_abstentions_like_image_methods() -> None:
@@ -62,9 +63,7 @@ def test_an_interrupted_refinement_resumes_and_names_its_input(
     tmp_path: Path, camvid_root: Path
 ) -> None:
     cfg = _config(tmp_path, camvid_root)
-    ws = open_workspace(cfg)
-    dataset = label.target_dataset(cfg, str(camvid_root))
-    p = plan.plan(cfg, ws, dataset)
+    ws, dataset, p = image_method_plan(cfg, camvid_root)
     worker = image_label.make_worker(cfg, p, dataset)
     for k in p.todo:
         image_label.label_image_chunk(p, k, worker.segmenter, worker.targets, progress=False)
