@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prefect import task
@@ -45,33 +46,28 @@ def train_heads(cfg: Config, p: plan.PseudoPlan) -> dict[str, Any]:
       retry_delay_seconds=10, retry_condition_fn=transient)
 def label_chunk(cfg: Config, p: plan.PseudoPlan, root: str, k: int) -> label.ChunkStats:
     if p.method == "clusters":
-        key = (p.fingerprint, p.round)
-        if key not in _CLUSTER_WORKERS:
-            _CLUSTER_WORKERS.clear()
-            needs_images = cfg.pseudolabel.clusters.features != "sam"
-            _CLUSTER_WORKERS[key] = cluster_seeds.make_worker(
-                cfg, p, label.target_dataset(cfg, root) if needs_images else None)
-        return cluster_seeds.cluster_chunk(p, k, _CLUSTER_WORKERS[key])
-    worker = _worker(cfg, p, root)
-    if isinstance(worker, image_label.ImageWorker):
-        return image_label.label_image_chunk(p, k, worker.segmenter, worker.targets,
+        needs_images = cfg.pseudolabel.clusters.features != "sam"
+        worker = _per_round(p, lambda: cluster_seeds.make_worker(
+            cfg, p, label.target_dataset(cfg, root) if needs_images else None))
+        return cluster_seeds.cluster_chunk(p, k, worker)
+    if p.method in plan.IMAGE_METHODS:
+        images = _per_round(p, lambda: image_label.make_worker(
+            cfg, p, label.target_dataset(cfg, root)))
+        return image_label.label_image_chunk(p, k, images.segmenter, images.targets,
                                              image_label.abstain_below(cfg))
-    return label.label_chunk(cfg, p, k, worker)
+    return label.label_chunk(cfg, p, k, _per_round(p, lambda: label.make_scorer(cfg, p, root)))
 
 
-_CLUSTER_WORKERS: dict[tuple[str, int], cluster_seeds.ClusterWorker] = {}
-_WORKERS: dict[tuple[str, int], label.MaskScorer | image_label.ImageWorker] = {}
+_WORKERS: dict[tuple[str, int], Any] = {}
 
 
-def _worker(cfg: Config, p: plan.PseudoPlan, root: str
-            ) -> label.MaskScorer | image_label.ImageWorker:
-    """One scorer (head or CLIP, text bank, dataset listing) or image segmenter (a loaded
-    diffusion pipeline) per round in this process."""
+def _per_round(p: plan.PseudoPlan, make: Callable[[], Any]) -> Any:
+    """What labels a round's chunks (a head or CLIP with its text bank, a loaded diffusion
+    pipeline, a dataset listing), made once per round in this process."""
     key = (p.fingerprint, p.round)
     if key not in _WORKERS:
         _WORKERS.clear()
-        _WORKERS[key] = (image_label.make_worker(cfg, p, label.target_dataset(cfg, root))
-                         if p.method in plan.IMAGE_METHODS else label.make_scorer(cfg, p, root))
+        _WORKERS[key] = make()
     return _WORKERS[key]
 
 
@@ -84,14 +80,9 @@ def plan_refinement(cfg: Config, ws: Workspace, root: str, rel: str) -> plan.Pse
       retry_delay_seconds=10, retry_condition_fn=transient)
 def refine_chunk(cfg: Config, p: plan.PseudoPlan, ws: Workspace, root: str, k: int
                  ) -> label.ChunkStats:
-    key = (p.fingerprint, p.round)
-    if key not in _REFINERS:
-        _REFINERS.clear()
-        _REFINERS[key] = refine.make_refiner(cfg, p, label.target_dataset(cfg, root), ws.root)
-    return refine.refine_chunk(p, k, _REFINERS[key])
-
-
-_REFINERS: dict[tuple[str, int], refine.Refiner] = {}
+    refiner = _per_round(p, lambda: refine.make_refiner(
+        cfg, p, label.target_dataset(cfg, root), ws.root))
+    return refine.refine_chunk(p, k, refiner)
 
 
 @task(name="evaluate-round", cache_policy=NO_CACHE)
