@@ -40,7 +40,9 @@ def interruptible_server() -> Iterator[None]:
     if PREFECT_API_URL.value():
         yield
         return
-    from prefect.server.api.server import SubprocessASGIServer
+    from segloop.ast_race import import_without_gc
+
+    SubprocessASGIServer = import_without_gc("prefect.server.api.server").SubprocessASGIServer
 
     real = subprocess.Popen
 

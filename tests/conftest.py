@@ -28,6 +28,9 @@ SHARED_CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "dataset
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """One temporary Prefect server + SQLite database for every flow test."""
+    from segloop.ast_race import import_without_gc
+
+    import_without_gc("prefect.server.api.server")  # see segloop.ast_race
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=None):  # env: 90 s on a cold start
