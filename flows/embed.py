@@ -17,14 +17,13 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from segloop.flows._server import cancelled_on_interrupt
+from segloop.tasks import embed as t
 
-import flows  # noqa: F401  (offline Prefect defaults)
-from flows._server import cancelled_on_interrupt
 from segloop.config import Config, load_config
 from segloop.embed import report, run
 from segloop.errors import SegloopError
 from segloop.runlock import output_lock
-from tasks import embed as t
 
 
 @flow(name="embed", on_crashed=[cancelled_on_interrupt])

@@ -24,15 +24,14 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from segloop.flows._server import cancelled_on_interrupt
+from segloop.tasks import pseudolabel as t
 
-import flows  # noqa: F401  (offline Prefect defaults)
-from flows._server import cancelled_on_interrupt
 from segloop.config import Config, load_config
 from segloop.errors import ConfigError
 from segloop.pseudolabel import run
 from segloop.pseudolabel.plan import PseudoPlan
 from segloop.versioning import Workspace
-from tasks import pseudolabel as t
 
 
 @flow(name="pseudolabel", on_crashed=[cancelled_on_interrupt])

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from segloop.flows._server import cancelled_on_interrupt
+from segloop.tasks import smoke as t
 
-import flows  # noqa: F401  (offline Prefect defaults)
-from flows._server import cancelled_on_interrupt
 from segloop import context, smoke
 from segloop.config import Config, load_config
 from segloop.runlock import output_lock
-from tasks import smoke as t
 
 
 @flow(name="smoke", on_crashed=[cancelled_on_interrupt])

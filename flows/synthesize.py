@@ -17,13 +17,12 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from segloop.flows._server import cancelled_on_interrupt
+from segloop.tasks import synthesize as t
 
-import flows  # noqa: F401  (offline Prefect defaults)
-from flows._server import cancelled_on_interrupt
 from segloop.config import Config, load_config
 from segloop.runlock import output_lock
 from segloop.synth import contact, report, run, store
-from tasks import synthesize as t
 
 
 @flow(name="synthesize", on_crashed=[cancelled_on_interrupt])

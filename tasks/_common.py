@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from segloop.tasks._retry import transient
 
 from segloop import context
 from segloop.config import Config
 from segloop.versioning import Workspace
-from tasks._retry import transient
 
 
 @task(name="locate-data", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,

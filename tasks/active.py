@@ -7,6 +7,9 @@ from pathlib import Path
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+
+# Every step reads or writes the workspace: never serve them from a cache.
+from segloop.tasks._retry import transient
 from torch import nn
 
 from segloop.active import baseline, loop
@@ -15,9 +18,6 @@ from segloop.active.state import LabelState
 from segloop.config import Config
 from segloop.train.metrics import SegMetrics
 from segloop.versioning import RoundInfo
-
-# Every step reads or writes the workspace: never serve them from a cache.
-from tasks._retry import transient
 
 
 @task(name="prepare-loop", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5,

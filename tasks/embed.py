@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from segloop.tasks._common import locate_data, open_workspace  # noqa: F401  (re-exported)
+from segloop.tasks._retry import transient
 
 from segloop.config import Config
 from segloop.embed import run
 from segloop.versioning import Workspace
-from tasks._common import locate_data, open_workspace  # noqa: F401  (re-exported)
-from tasks._retry import transient
 
 # Every step reads or writes the output folder: never serve them from a cache.
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from segloop.tasks._common import locate_data, open_workspace  # noqa: F401  (re-exported)
+from segloop.tasks._retry import transient
 
 from segloop.config import Config
 from segloop.pseudolabel import (
@@ -20,8 +22,6 @@ from segloop.pseudolabel import (
     score,
 )
 from segloop.versioning import RoundInfo, Workspace
-from tasks._common import locate_data, open_workspace  # noqa: F401  (re-exported)
-from tasks._retry import transient
 
 # Every step reads or writes the staging folder or the workspace: never cached.
 

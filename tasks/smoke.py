@@ -6,14 +6,14 @@ from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from segloop.tasks._common import locate_data, open_workspace  # noqa: F401  (re-exported)
+
+# Every step writes to disk or to the workspace repo: never serve them from a cache.
+from segloop.tasks._retry import transient
 
 from segloop import smoke
 from segloop.config import Config
 from segloop.versioning import RoundInfo, Workspace
-from tasks._common import locate_data, open_workspace  # noqa: F401  (re-exported)
-
-# Every step writes to disk or to the workspace repo: never serve them from a cache.
-from tasks._retry import transient
 
 
 @task(name="build-dataset", cache_policy=NO_CACHE)

@@ -57,7 +57,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from segloop.runtime import configure_offline
 
     configure_offline(cfg.base.paths.prefect_home)
-    from flows._server import interruptible_server
+    from segloop.flows._server import interruptible_server
 
     with interruptible_server():  # Ctrl-C stops the flow promptly; the run is Cancelled
         return _run_flow(args)
@@ -65,34 +65,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _run_flow(args: argparse.Namespace) -> int:
     if args.flow == "smoke":
-        from flows.smoke import smoke_flow
+        from segloop.flows.smoke import smoke_flow
         from segloop.smoke import restore_hint
 
         pipeline = args.pipeline or _default_config_path()
         print(restore_hint(smoke_flow(pipeline=pipeline), pipeline))
     elif args.flow == "active_learning":
-        from flows.active_learning import active_learning_flow
+        from segloop.flows.active_learning import active_learning_flow
 
         pipeline = args.pipeline or _default_config_path()
         result = active_learning_flow(pipeline=pipeline)
         print(_al_summary(result, pipeline))
     elif args.flow == "embed":
-        from flows.embed import embed_flow
+        from segloop.flows.embed import embed_flow
 
         summary = embed_flow(pipeline=args.pipeline or _default_config_path())
         print(f"embedded {summary['images_embedded']} image(s) "
               f"({summary['images_skipped']} already present, "
               f"{summary['images_per_second']:.3f} images/s) into {summary['output']}")
     elif args.flow == "synthesize":
-        from flows.synthesize import synthesize_flow
+        from segloop.flows.synthesize import synthesize_flow
 
         summary = synthesize_flow(pipeline=args.pipeline or _default_config_path())
         for row in summary["per_class"]:
             print(f"{row['label']:>20}: {row['images']} images ({row['rejected']} rejected)")
         print(f"dataset: {summary['output']}\ncontact sheet: {summary['contact_sheet']}")
     elif args.flow in ("pseudolabel", "usam"):
-        from flows.pseudolabel import pseudolabel_flow
-        from flows.usam import usam_flow
+        from segloop.flows.pseudolabel import pseudolabel_flow
+        from segloop.flows.usam import usam_flow
 
         run_flow = pseudolabel_flow if args.flow == "pseudolabel" else usam_flow
         result = run_flow(pipeline=args.pipeline or _default_config_path())

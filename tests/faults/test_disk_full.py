@@ -11,6 +11,7 @@ from pathlib import Path
 import fsspec.implementations.local as local_fs
 import pytest
 import torch
+from segloop.tasks._retry import is_transient
 
 from segloop.data.images import write_bytes_atomic
 from segloop.data.json_io import write_json
@@ -18,7 +19,6 @@ from segloop.data.parquet import TableWriter, read_table, write_table
 from segloop.data.schemas import MANIFEST
 from segloop.errors import DataError, is_disk_full
 from segloop.train import checkpoint
-from tasks._retry import is_transient
 
 
 @contextmanager

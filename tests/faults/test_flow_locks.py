@@ -40,37 +40,37 @@ def held_by_another_process(target: Path | str, flow: str) -> Iterator[int]:
 
 
 def _embed(tmp: Path) -> tuple[Callable[..., Any], Path]:
-    from flows.embed import embed_flow
+    from segloop.flows.embed import embed_flow
 
     return embed_flow, tmp / "ws" / "data" / "embeddings" / "camvid"
 
 
 def _synthesize(tmp: Path) -> tuple[Callable[..., Any], Path]:
-    from flows.synthesize import synthesize_flow
+    from segloop.flows.synthesize import synthesize_flow
 
     return synthesize_flow, tmp / "ws" / "data" / "synthetic" / "toy"
 
 
 def _smoke(tmp: Path) -> tuple[Callable[..., Any], Path]:
-    from flows.smoke import smoke_flow
+    from segloop.flows.smoke import smoke_flow
 
     return smoke_flow, tmp / "ws" / "data" / "datasets" / "camvid-smoke"
 
 
 def _pseudolabel(tmp: Path) -> tuple[Callable[..., Any], Path]:
-    from flows.pseudolabel import pseudolabel_flow
+    from segloop.flows.pseudolabel import pseudolabel_flow
 
     return pseudolabel_flow, tmp / "ws" / "work" / "pseudolabels" / "sam_clip"
 
 
 def _active_learning(tmp: Path) -> tuple[Callable[..., Any], Path]:
-    from flows.active_learning import active_learning_flow
+    from segloop.flows.active_learning import active_learning_flow
 
     return active_learning_flow, tmp / "ws" / "data" / "labels"
 
 
 def _smoke_rounds(tmp: Path) -> tuple[Callable[..., Any], Path]:
-    from flows.smoke import smoke_flow
+    from segloop.flows.smoke import smoke_flow
 
     return smoke_flow, tmp / "ws" / "data" / "labels"
 
@@ -92,7 +92,7 @@ def test_a_second_run_on_a_held_output_is_refused_and_writes_nothing(
 
 def test_smoke_refuses_a_dataset_dir_outside_the_workspace(
         prefect_harness: None, tmp_path: Path) -> None:
-    from flows.smoke import smoke_flow
+    from segloop.flows.smoke import smoke_flow
 
     victim = tmp_path / "users-files"
     victim.mkdir()

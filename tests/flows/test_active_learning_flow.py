@@ -49,7 +49,7 @@ def _tags(ws: Path) -> list[str]:
 
 def test_two_rounds_image_level(prefect_harness: None, camvid_root: Path,
                                 tmp_path: Path) -> None:
-    from flows.active_learning import active_learning_flow
+    from segloop.flows.active_learning import active_learning_flow
 
     result = active_learning_flow(config=al_config(tmp_path, camvid_root, "a"))
     ws = tmp_path / "a/ws"
@@ -82,7 +82,8 @@ def test_two_rounds_image_level(prefect_harness: None, camvid_root: Path,
 def test_resume_after_an_interrupted_round_matches_an_uninterrupted_run(
     prefect_harness: None, camvid_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.active_learning import active_learning_flow
+    from segloop.flows.active_learning import active_learning_flow
+
     from segloop.active import loop
 
     active_learning_flow(config=al_config(tmp_path, camvid_root, "full"))
@@ -116,7 +117,7 @@ def test_resume_after_an_interrupted_round_matches_an_uninterrupted_run(
 def test_region_level_round_labels_only_selected_regions(
     prefect_harness: None, camvid_root: Path, tmp_path: Path
 ) -> None:
-    from flows.active_learning import active_learning_flow
+    from segloop.flows.active_learning import active_learning_flow
 
     # semi-supervision, region growing (a default) and the random baseline on the way
     cfg = al_config(tmp_path, camvid_root, "r", train={"semi": {"enabled": True,
@@ -144,7 +145,7 @@ def test_region_level_round_labels_only_selected_regions(
 def test_rounds_per_run_stops_early_and_the_next_run_goes_on(
     prefect_harness: None, camvid_root: Path, tmp_path: Path
 ) -> None:
-    from flows.active_learning import active_learning_flow
+    from segloop.flows.active_learning import active_learning_flow
 
     cfg = al_config(tmp_path, camvid_root, "n", rounds=2, rounds_per_run=1)
     first = active_learning_flow(config=cfg)

@@ -32,7 +32,7 @@ def _git(ws: Path, *args: str) -> str:
 def test_embed_flow_versions_output_and_rerun_skips_everything(
     prefect_harness: None, shared_camvid: Path, tmp_path: Path
 ) -> None:
-    from flows.embed import embed_flow
+    from segloop.flows.embed import embed_flow
 
     summary = embed_flow(config=_config(tmp_path, shared_camvid))
     out = tmp_path / "ws" / "data" / "embeddings" / "camvid"
@@ -59,7 +59,7 @@ def test_embed_flow_versions_output_and_rerun_skips_everything(
 def test_embed_flow_reports_a_failed_shard_and_keeps_the_others(
     prefect_harness: None, camvid_root: Path, tmp_path: Path
 ) -> None:
-    from flows.embed import embed_flow
+    from segloop.flows.embed import embed_flow
 
     (camvid_root / "train" / "train_003.png").write_bytes(b"not a png")
     cfg = parse_config({**_config(tmp_path, camvid_root).model_dump(),

@@ -43,9 +43,9 @@ def _git(ws: Path, *args: str) -> str:
 def test_usam_chain_makes_a_versioned_seed_round_the_loop_can_train_on(
     prefect_harness: None, camvid_root: Path, tmp_path: Path
 ) -> None:
-    from flows.active_learning import active_learning_flow
-    from flows.pseudolabel import pseudolabel_flow
-    from flows.usam import usam_flow
+    from segloop.flows.active_learning import active_learning_flow
+    from segloop.flows.pseudolabel import pseudolabel_flow
+    from segloop.flows.usam import usam_flow
 
     cfg = _config(tmp_path, camvid_root)
     steps = usam_flow(config=cfg)

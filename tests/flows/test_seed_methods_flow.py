@@ -42,7 +42,7 @@ def _git(ws: Path, *args: str) -> str:
 
 def test_maskdiffusion_round_refined_by_g4seg(prefect_harness: None, camvid_root: Path,
                                               tmp_path: Path) -> None:
-    from flows.pseudolabel import pseudolabel_flow
+    from segloop.flows.pseudolabel import pseudolabel_flow
 
     cfg = _config(tmp_path, camvid_root, refine="g4seg")
     summary = pseudolabel_flow(config=cfg)
@@ -93,8 +93,8 @@ def test_maskdiffusion_round_refined_by_g4seg(prefect_harness: None, camvid_root
 def test_clusters_seed_round_from_a_maskdiffusion_round(prefect_harness: None,
                                                         camvid_root: Path,
                                                         tmp_path: Path) -> None:
-    from flows.embed import embed_flow
-    from flows.pseudolabel import pseudolabel_flow
+    from segloop.flows.embed import embed_flow
+    from segloop.flows.pseudolabel import pseudolabel_flow
 
     pseudolabel_flow(config=_config(tmp_path, camvid_root))  # the coarse maps
     embed_flow(config=_config(tmp_path, camvid_root))  # SAM image embeddings (tiny SAM)
@@ -125,7 +125,7 @@ def test_clusters_seed_round_from_a_maskdiffusion_round(prefect_harness: None,
 
 def test_refine_input_without_refine_is_refused(prefect_harness: None, camvid_root: Path,
                                                 tmp_path: Path) -> None:
-    from flows.pseudolabel import pseudolabel_flow
+    from segloop.flows.pseudolabel import pseudolabel_flow
 
     cfg = _config(tmp_path, camvid_root, refine_input="data/pseudolabels/usam/round_000")
     with pytest.raises(ConfigError, match="refine is none"):

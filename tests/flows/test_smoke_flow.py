@@ -35,7 +35,7 @@ def _digest(folder: Path) -> dict[str, str]:
 def test_smoke_flow_end_to_end_and_rerun_is_a_no_op(
     prefect_harness: None, camvid_root: Path, tmp_path: Path
 ) -> None:
-    from flows.smoke import smoke_flow
+    from segloop.flows.smoke import smoke_flow
 
     cfg = _config(tmp_path, camvid_root)
     result = smoke_flow(config=cfg)
@@ -76,7 +76,7 @@ def test_smoke_flow_end_to_end_and_rerun_is_a_no_op(
 def test_smoke_flow_on_real_camvid_slice(
     prefect_harness: None, shared_camvid: Path, tmp_path: Path
 ) -> None:
-    from flows.smoke import smoke_flow
+    from segloop.flows.smoke import smoke_flow
 
     result = smoke_flow(config=_config(tmp_path, shared_camvid, n_images=3, fraction=0.1))
     manifest = read_table(str(Path(result.dataset_dir) / "manifest.parquet"), MANIFEST,

@@ -32,7 +32,7 @@ def _git(ws: Path, *args: str) -> str:
 def test_synthesize_flow_versions_the_dataset_and_reruns_as_a_no_op(
     prefect_harness: None, tmp_path: Path
 ) -> None:
-    from flows.synthesize import synthesize_flow
+    from segloop.flows.synthesize import synthesize_flow
 
     summary = synthesize_flow(config=_config(tmp_path))
     out = tmp_path / "ws" / "data" / "synthetic" / "toy"

@@ -1,0 +1,142 @@
+"""The ``active_learning`` flow: train, score the pool, select, label, version, repeat.
+
+Round 0 is the initial set (``active.initial_strategy``: TypiClust on image thumbnails, or
+random); every later round is chosen by the configured strategy from the model trained on
+all rounds before it. Rerunning the flow resumes after the last
+committed round (checkpoints are reused, nothing is labelled or tagged twice). With
+``active.annotator: human`` the flow exports the round's tasks and stops; ``segloop labels
+import`` commits the finished labels and the next run goes on from there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from segloop.flows._server import cancelled_on_interrupt
+from segloop import context
+from segloop.active import human, loop, report
+from segloop.config import Config, load_config
+from segloop.runlock import output_lock
+from segloop.tasks import active as t
+
+
+@dataclass
+class ALResult:
+    """How the run ended: ``complete`` or ``waiting_for_labels`` (tasks in ``pending``)."""
+
+    status: str
+    rounds: list[dict] = field(default_factory=list)
+    reports: dict[str, str] = field(default_factory=dict)
+    pending: str | None = None
+    workspace: str = ""
+
+
+@flow(name="active_learning", on_crashed=[cancelled_on_interrupt])
+def active_learning_flow(pipeline: str | None = None, config: Config | None = None
+                         ) -> ALResult:
+    """Run (or resume) the loop from a config file (``pipeline``) or a ``Config`` object."""
+    logger = get_run_logger()
+    cfg = config if config is not None else load_config(pipeline)
+    ac = cfg.active
+    with output_lock(context.labels_dir(cfg), "active_learning"):  # one loop per workspace
+        # 1. Data, workspace, pool (and regions) at the working resolution.
+        ctx = t.prepare(cfg)
+        committed = [r.number for r in loop.committed_rounds(ctx)]
+        logger.info("pool: %d images at %s, level %s, strategy %s; committed rounds: %s",
+                    len(ctx.pool), ctx.pool.arrays.hw, ac.level, ac.strategy, committed or "none")
+        progress = create_progress_artifact(
+            progress=0.0, key="active-learning-progress",
+            description="label rounds done (of active.rounds + 1)")
+        # 2. Round 0: the initial set (random, or TypiClust on image thumbnails).
+        if not committed:
+            first = ac.initial_strategy
+            if ac.annotator == "human" and human.pending_exists(ctx, 0):
+                return _wait(ctx, 0, None, first, logger, pipeline)
+            selection, scores0 = t.initial_selection(ctx)
+            if ac.annotator == "human":
+                return _wait(ctx, 0, selection, first, logger, pipeline)
+            labels = t.simulate_labels(ctx, selection)
+            t.commit_labels(ctx, 0, selection, labels, first, ac.annotator, scores0)
+            committed = [0]
+        # 3. Per round: train on rounds 0..k, evaluate, score, select, label, commit round k+1.
+        new_rounds = 0
+        for k in range(max(committed), ac.rounds + 1):
+            update_progress_artifact(progress, 100.0 * k / (ac.rounds + 1))
+            state = t.label_state(ctx, k)
+            model, train_seconds = t.train(ctx, k, state)
+            metrics = t.evaluate(ctx, model)
+            extra = {"train_seconds": train_seconds}
+            if k == ac.rounds and ac.compare_random and ac.annotator != "human":
+                extra.update(t.random_baseline(ctx, k, state))
+                logger.info("random selection at the same budget: val mIoU %.4f",
+                            extra["random_miou"])
+            t.record_metrics(ctx, k, state, metrics, extra)
+            logger.info("round %d: %.2f%% of pixels labelled, val mIoU %.4f", k,
+                        100 * state.queried_pixels / ctx.pool.total_pixels, metrics.miou)
+            if k == ac.rounds:
+                break
+            if ac.annotator == "human" and human.pending_exists(ctx, k + 1):
+                logger.info("round %d is exported and waits for labels", k + 1)
+                return _wait(ctx, k + 1, None, ac.strategy, logger, pipeline)
+            selection, scores, seconds = t.score_and_select(ctx, model, state, k + 1)
+            logger.info("round %d: scored the pool in %.1f s, selected %s", k + 1, seconds,
+                        selection.to_dict())
+            if not selection.units:
+                logger.info("the pool is fully labelled: stopping after round %d", k)
+                break
+            if ac.annotator == "human":
+                return _wait(ctx, k + 1, selection, ac.strategy, logger, pipeline)
+            labels = t.simulate_labels(ctx, selection)
+            t.commit_labels(ctx, k + 1, selection, labels, ac.strategy, ac.annotator, scores)
+            new_rounds += 1
+            if ac.rounds_per_run is not None and new_rounds >= ac.rounds_per_run:
+                logger.info("committed %d new round(s) (active.rounds_per_run): the next run "
+                            "trains on them and goes on", new_rounds)
+                break
+        update_progress_artifact(progress, 100.0)
+        # 4. Report: rounds table, summary, curve.
+        return _publish(ctx, "complete")
+
+
+def _wait(ctx: loop.ALContext, n: int, selection, strategy: str, logger,  # type: ignore[no-untyped-def]
+          pipeline: str | None) -> ALResult:
+    """Export round ``n``'s tasks (unless already exported) and report that labels are due."""
+    pending = (human.export_round(ctx, n, selection, strategy) if selection is not None
+               else ctx.work_dir(n) / human.TASKS)
+    flag = f" --pipeline {pipeline}" if pipeline else ""
+    logger.info("round %d selected: label the tasks in %s, then run `segloop labels import "
+                "%s/<finished file>%s`; the next flow run continues from there", n, pending,
+                pending, flag)
+    result = _publish(ctx, "waiting_for_labels")
+    result.pending = str(pending)
+    return result
+
+
+def _publish(ctx: loop.ALContext, status: str) -> ALResult:
+    title = (f"segloop active learning: {ctx.cfg.active.level} level, "
+             f"{ctx.cfg.active.strategy}")
+    rows = report.rounds_table(loop.committed_rounds(ctx), ctx.classes.names)
+    out = Path(ctx.cfg.base.paths.reports) / "active_learning"
+    paths = report.write_reports(rows, out, title)
+    if rows:
+        create_table_artifact(key="active-learning-rounds", table=rows,
+                              description="every round: labelled share, mIoU, per-class IoU")
+    create_markdown_artifact(key="active-learning-summary",
+                             markdown=report.markdown_summary(rows, title, paths["plot"]))
+    return ALResult(status=status, rounds=rows, reports={k: str(v) for k, v in paths.items()},
+                    workspace=str(ctx.ws.root))
+
+
+if __name__ == "__main__":
+    import sys
+
+    active_learning_flow(sys.argv[1] if len(sys.argv) > 1 else None)

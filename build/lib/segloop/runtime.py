@@ -1,0 +1,36 @@
+"""Process-wide settings for running flows offline with no setup.
+
+Prefect reads its settings from the environment, so these must be set before ``prefect`` is
+imported. Values the user already exported win (``setdefault``). This module imports no
+Prefect itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_PREFECT_HOME = ".segloop/prefect"
+
+OFFLINE_DEFAULTS: dict[str, str] = {
+    # Prefect's own local server (SQLite) starts on demand; give it time on first start.
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "PREFECT_CLI_PROMPT": "false",
+    # DVC and the Hugging Face hub: never phone home.
+    "DVC_NO_ANALYTICS": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+}
+
+
+def configure_offline(prefect_home: str | os.PathLike[str] = DEFAULT_PREFECT_HOME) -> None:
+    """Set project-local, offline-safe defaults for Prefect, DVC and the HF hub.
+
+    ``prefect_home`` (made absolute against the current directory) becomes PREFECT_HOME
+    unless one is already set.
+    """
+    home = Path(prefect_home).expanduser().resolve()
+    os.environ.setdefault("PREFECT_HOME", str(home))
+    for key, value in OFFLINE_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
