@@ -85,8 +85,8 @@ def _jobs(cfg: Any) -> list[Any]:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """``--repeats`` rounds of (bare loop, batched, flow), interleaved, on one pipeline."""
     from prefect.testing.utilities import prefect_test_harness
-    from segloop.flows.synthesize import synthesize_flow
 
+    from segloop.flows.synthesize import synthesize_flow
     from segloop.runtime import configure_offline
     from segloop.synth import run
     from segloop.synth.generate import generate_images

@@ -20,13 +20,13 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from segloop.flows._server import cancelled_on_interrupt
-from segloop.tasks import active as t
 
 from segloop import context
 from segloop.active import human, loop, report
 from segloop.config import Config, load_config
+from segloop.flows._server import cancelled_on_interrupt
 from segloop.runlock import output_lock
+from segloop.tasks import active as t
 
 
 @dataclass

@@ -24,13 +24,13 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from segloop.flows._server import cancelled_on_interrupt
-from segloop.tasks import pseudolabel as t
 
 from segloop.config import Config, load_config
 from segloop.errors import ConfigError
+from segloop.flows._server import cancelled_on_interrupt
 from segloop.pseudolabel import run
 from segloop.pseudolabel.plan import PseudoPlan
+from segloop.tasks import pseudolabel as t
 from segloop.versioning import Workspace
 
 

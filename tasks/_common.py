@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from segloop.tasks._retry import transient
 
 from segloop import context
 from segloop.config import Config
+from segloop.tasks._retry import transient
 from segloop.versioning import Workspace
 
 

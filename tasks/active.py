@@ -7,19 +7,18 @@ from pathlib import Path
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-
-# Every step reads or writes the workspace: never serve them from a cache.
-from segloop.tasks._retry import transient
 from torch import nn
 
 from segloop.active import baseline, loop
 from segloop.active.selection import Selection
 from segloop.active.state import LabelState
 from segloop.config import Config
+from segloop.tasks._retry import transient
 from segloop.train.metrics import SegMetrics
 from segloop.versioning import RoundInfo
 
 
+# Every step reads or writes the workspace: never serve them from a cache.
 @task(name="prepare-loop", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5,
       retry_condition_fn=transient)
 def prepare(cfg: Config) -> loop.ALContext:

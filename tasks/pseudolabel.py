@@ -7,8 +7,6 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from segloop.tasks._common import locate_data, open_workspace  # noqa: F401  (re-exported)
-from segloop.tasks._retry import transient
 
 from segloop.config import Config
 from segloop.pseudolabel import (
@@ -21,6 +19,8 @@ from segloop.pseudolabel import (
     run,
     score,
 )
+from segloop.tasks._common import locate_data, open_workspace  # noqa: F401  (re-exported)
+from segloop.tasks._retry import transient
 from segloop.versioning import RoundInfo, Workspace
 
 # Every step reads or writes the staging folder or the workspace: never cached.

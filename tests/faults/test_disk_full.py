@@ -11,13 +11,13 @@ from pathlib import Path
 import fsspec.implementations.local as local_fs
 import pytest
 import torch
-from segloop.tasks._retry import is_transient
 
 from segloop.data.images import write_bytes_atomic
 from segloop.data.json_io import write_json
 from segloop.data.parquet import TableWriter, read_table, write_table
 from segloop.data.schemas import MANIFEST
 from segloop.errors import DataError, is_disk_full
+from segloop.tasks._retry import is_transient
 from segloop.train import checkpoint
 
 

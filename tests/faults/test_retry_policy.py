@@ -5,9 +5,9 @@ from __future__ import annotations
 import errno
 
 import pytest
-from segloop.tasks._retry import is_transient
 
 from segloop.errors import ConfigError, DataError, RemoteError, VersioningError
+from segloop.tasks._retry import is_transient
 
 
 @pytest.mark.parametrize("err, retried", [

@@ -47,11 +47,12 @@ def _tags(ws: Path) -> list[str]:
                           capture_output=True, text=True).stdout.split()
 
 
-def test_two_rounds_image_level(prefect_harness: None, camvid_root: Path,
-                                tmp_path: Path) -> None:
+def test_two_rounds_image_level(prefect_harness: None, camvid_root: Path, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
     from segloop.flows.active_learning import active_learning_flow
 
-    result = active_learning_flow(config=al_config(tmp_path, camvid_root, "a"))
+    cfg = al_config(tmp_path, camvid_root, "a")
+    result = active_learning_flow(config=cfg)
     ws = tmp_path / "a/ws"
     assert result.status == "complete"
     assert _tags(ws) == ["labels/r000", "labels/r001", "labels/r002"]
@@ -77,14 +78,46 @@ def test_two_rounds_image_level(prefect_harness: None, camvid_root: Path,
     # everything the flow wrote is committed (or ignored scratch): the workspace is clean
     assert subprocess.run(["git", "status", "--porcelain"], cwd=ws, capture_output=True,
                           text=True, check=True).stdout == ""
+    _check_lineage(cfg, tmp_path, capsys)
+
+
+def _check_lineage(cfg: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`segloop lineage labels/r002`: round 2 <- round 1 and the model that selected it, that
+    model <- round 1's labels, each with code, config hash and the flow run that made it."""
+    import json
+
+    import yaml
+
+    from segloop.cli import main
+    from segloop.versioning.lineage import config_hash
+
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    capsys.readouterr()
+    assert main(["lineage", "labels/r002", "-p", str(pipeline), "--json"]) == 0
+    steps = json.loads(capsys.readouterr().out)
+    top = [(s["role"], s.get("path") or s["source"]) for s in steps if s["depth"] == 1]
+    assert top == [("previous round", "data/labels/round_001"),
+                   ("selected by model", "models/round_001.safetensors"),
+                   ("dataset", str(cfg.data.root))]
+    model = next(s for s in steps if s.get("path") == "models/round_001.safetensors")
+    assert model["record"]["kind"] == "model"
+    assert [p["path"] for p in model["record"]["parents"][:1]] == ["data/labels/round_001"]
+    for step in steps:
+        if step.get("record"):
+            assert step["record"]["config_hash"] == config_hash(cfg)
+            assert step["record"]["flow_run_id"]  # made inside the flow run
+    assert main(["lineage", "labels/r002", "-p", str(pipeline)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("label round data/labels/round_002 (tag labels/r002, commit ")
+    assert "    selected by model: model models/round_001.safetensors (commit" in text
 
 
 def test_resume_after_an_interrupted_round_matches_an_uninterrupted_run(
     prefect_harness: None, camvid_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from segloop.flows.active_learning import active_learning_flow
-
     from segloop.active import loop
+    from segloop.flows.active_learning import active_learning_flow
 
     active_learning_flow(config=al_config(tmp_path, camvid_root, "full"))
 

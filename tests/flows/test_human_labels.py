@@ -45,6 +45,7 @@ def test_export_wait_import_resume_and_tamper(prefect_harness: None, camvid_root
                                               tmp_path: Path,
                                               capsys: pytest.CaptureFixture) -> None:
     import yaml
+
     from segloop.flows.active_learning import active_learning_flow
 
     cfg = al_config(tmp_path, camvid_root, "h", annotator="human", rounds=1)

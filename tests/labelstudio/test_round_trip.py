@@ -80,6 +80,7 @@ def _label_round(ls: Any, project: int, n: int, camvid: Path, root: Path) -> int
 def test_label_studio_round_trip(prefect_harness: None, label_studio: Any, document_root: Path,
                                  tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import yaml
+
     from segloop.flows.active_learning import active_learning_flow
 
     ls = label_studio

@@ -42,10 +42,12 @@ from segloop.train.loop import evaluate
 from segloop.train.metrics import SegMetrics
 from segloop.versioning import (
     ROUND_DIR,
+    ROUND_TAG,
     RoundInfo,
     Workspace,
     commit_round,
     ignore_in_workspace,
+    lineage,
     list_rounds,
     record_round_metrics,
     version_path,
@@ -65,6 +67,7 @@ class ALContext:
     eval: SplitArrays
     device: torch.device
     seeds: Seeds | None = None
+    data_root: str | None = None  # where the pool and evaluation split were read from
 
     @property
     def classes(self) -> ClassSpec:
@@ -95,7 +98,7 @@ def prepare(cfg: Config) -> ALContext:
     if ac.pseudolabels:
         seeds = load_seeds(pool, resolve_folder(ac.pseudolabels, ws.root),
                            cfg.data.classes.num_classes, cfg.data.classes.ignore_index)
-    return ALContext(cfg, ws, pool, evaluation, pick_device(cfg.base.device), seeds)
+    return ALContext(cfg, ws, pool, evaluation, pick_device(cfg.base.device), seeds, root)
 
 
 def committed_rounds(ctx: ALContext) -> list[RoundInfo]:
@@ -180,8 +183,27 @@ def train_after(ctx: ALContext, k: int, state: LabelState,
 
 
 def _version_model(ctx: ALContext, k: int, path: Path) -> None:
+    warm = ctx.cfg.active.warm_start_steps is not None and k > 0
+    record = _lineage(ctx, "model", [
+        lineage.versioned(ctx.ws.root, ROUND_DIR.format(k), "labels", ROUND_TAG.format(k)),
+        _model_parent(ctx, k - 1, "initialised from") if warm else None])
     version_path(ctx.ws, path.relative_to(ctx.ws.root).as_posix(),
-                 f"model: trained on label rounds 0..{k:03d}")
+                 f"model: trained on label rounds 0..{k:03d}", lineage=record)
+
+
+def _lineage(ctx: ALContext, kind: str,
+             parents: list[lineage.Parent | None]) -> dict[str, Any]:
+    """A lineage record of the loop: ``parents`` plus the pool's data and seed round."""
+    root = ctx.ws.root
+    data = lineage.data_parent(root, ctx.data_root, "dataset") if ctx.data_root else None
+    seeds = (lineage.data_parent(root, str(resolve_folder(ctx.seeds.folder, root)),
+                                 "seed round") if ctx.seeds is not None else None)
+    return lineage.make_record(kind, ctx.cfg, [*parents, data, seeds])
+
+
+def _model_parent(ctx: ALContext, k: int, role: str) -> lineage.Parent | None:
+    return lineage.versioned(ctx.ws.root, ctx.model_path(k).relative_to(ctx.ws.root).as_posix(),
+                             role)
 
 
 def training_recipe(cfg: Config) -> dict[str, Any]:
@@ -279,4 +301,9 @@ def commit_labels(ctx: ALContext, n: int, selection: Selection, labels: dict[int
                            annotator, created, scores, labelled, extra)
 
     what = f"{len(selection.units)} {'images' if ctx.cfg.active.level == 'image' else 'regions'}"
-    return commit_round(ctx.ws, n, write, message=f"labels: round {n:03d} ({what}, {strategy})")
+    record = _lineage(ctx, "label round", [] if n == 0 else [
+        lineage.versioned(ctx.ws.root, ROUND_DIR.format(n - 1), "previous round",
+                          ROUND_TAG.format(n - 1)),
+        _model_parent(ctx, n - 1, "selected by model")])
+    return commit_round(ctx.ws, n, write, message=f"labels: round {n:03d} ({what}, {strategy})",
+                        lineage=record)

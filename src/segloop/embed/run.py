@@ -24,7 +24,7 @@ from segloop.embed.extract import MaskEmbedder
 from segloop.embed.tables import EmbeddedImage
 from segloop.errors import ConfigError
 from segloop.models.sam import load_sam
-from segloop.versioning import Workspace, version_path
+from segloop.versioning import Workspace, lineage, version_path
 
 AUTO_COMPILE_MIN_IMAGES = 16
 """``embed.compile: auto`` compiles on CPU from this many images to do (it pays off after
@@ -205,10 +205,14 @@ def summarize(plan_: EmbedPlan, stats: list[ShardStats], seconds: float) -> dict
     }
 
 
-def version_output(ws: Workspace, out: str, images: int) -> str | None:
-    """``dvc add`` + commit + push the output folder; None if it lies outside the workspace."""
+def version_output(cfg: Config, ws: Workspace, out: str, images: int,
+                   source: str) -> str | None:
+    """``dvc add`` + commit + push the output folder (lineage: embedded from the images at
+    ``source``); None if it lies outside the workspace."""
     path = Path(out)
     if "://" in out or not path.resolve().is_relative_to(ws.root.resolve()):
         return None
     rel = path.resolve().relative_to(ws.root.resolve()).as_posix()
-    return version_path(ws, rel, f"embeddings: {path.name} ({images} images)")
+    record = lineage.make_record("embeddings", cfg,
+                                 [lineage.data_parent(ws.root, source, "images")])
+    return version_path(ws, rel, f"embeddings: {path.name} ({images} images)", lineage=record)

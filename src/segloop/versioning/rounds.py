@@ -107,8 +107,10 @@ def commit_round(
     message: str | None = None,
     push: bool = True,
     kind: RoundKind = LABELS,
+    lineage: dict[str, Any] | None = None,
 ) -> RoundInfo:
-    """Write (``write(folder)``), version, push and tag label round ``number``.
+    """Write (``write(folder)``), version, push and tag label round ``number`` (with its
+    ``lineage`` record, if given: :func:`segloop.versioning.lineage.make_record`).
 
     If the round is already tagged this returns its info with ``created=False`` and
     does not call ``write``. If ``data/labels/round_NNN/`` exists without a tag (a crash
@@ -137,7 +139,7 @@ def commit_round(
             raise VersioningError(f"{final} exists but is not a folder: move it away and retry")
         message = message or f"labels: round {number:03d}"
         kill_point("round.renamed")
-        version_path(ws, kind.dir.format(number), message, push=push)
+        version_path(ws, kind.dir.format(number), message, push=push, lineage=lineage)
         tag = kind.tag.format(number)
         create_tag(root, tag, message)
         kill_point("round.committed")
