@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from segloop.runtime import configure_offline
 from segloop.testing import write_camvid
 
 # Before anything imports Prefect, the HF hub or DVC: offline and private state.
@@ -20,6 +21,7 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="segloop-prefect-home-")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ["SEGLOOP_LOCK_DIR"] = tempfile.mkdtemp(prefix="segloop-locks-")  # child processes too
+configure_offline()  # as `segloop run` does: the library's loggers reach the run logs
 atexit.register(shutil.rmtree, os.environ["SEGLOOP_LOCK_DIR"], ignore_errors=True)
 
 SHARED_CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "camvid"

@@ -71,6 +71,26 @@ def test_smoke_flow_end_to_end_and_rerun_is_a_no_op(
     assert _git(ws, "rev-parse", "HEAD") == head
     assert _git(ws, "tag", "--list", "labels/*") == "labels/r000"
     assert _digest(rnd) == before
+    # the library's own log lines (logging, under segloop.*) are in the flow run's logs
+    assert "label round 0 committed and tagged labels/r000" in _run_logs("segloop.versioning")
+
+
+def _run_logs(prefix: str) -> str:
+    """The messages of loggers named ``prefix``... that reached Prefect's API."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=30)
+
+    async def read() -> list:  # type: ignore[type-arg]
+        async with get_client() as client:
+            return await client.read_logs(limit=200)
+
+    logs = asyncio.run(read())
+    return "\n".join(f"{r.name}: {r.message}" for r in logs
+                     if r.name.startswith(prefix))
 
 
 def test_smoke_flow_on_real_camvid_slice(

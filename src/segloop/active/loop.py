@@ -9,6 +9,7 @@ never labels, commits or tags anything twice.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +54,7 @@ from segloop.versioning import (
     version_path,
 )
 
+log = logging.getLogger(__name__)
 WORK_DIR = "work"  # per-round scratch in the workspace (git-ignored): scores, pending tasks
 MODELS_DIR = "models"
 
@@ -94,6 +96,8 @@ def prepare(cfg: Config) -> ALContext:
         raise ConfigError(f"the pool split {ac.pool_split!r} has no labels: the simulated "
                               "annotator needs ground truth; set active.annotator: human")
     evaluation, _ = load_split(cfg, root, ac.eval_split, ac.eval_limit)
+    log.info("pool: %d images (%s), evaluation: %d images (%s), at %dx%d", len(pool),
+             ac.pool_split, len(evaluation), ac.eval_split, *pool.arrays.hw)
     seeds = None
     if ac.pseudolabels:
         seeds = load_seeds(pool, resolve_folder(ac.pseudolabels, ws.root),
@@ -166,6 +170,7 @@ def train_after(ctx: ALContext, k: int, state: LabelState,
         recipe["pseudolabels"] = ctx.seeds.recipe()
     if path.is_file() and read_meta(path).get("recipe") == recipe:
         meta = load_checkpoint(model, path)
+        log.info("model of rounds 0..%d loaded from %s (trained before)", k, path.name)
         _version_model(ctx, k, path)  # a no-op unless a kill came between save and version
         return model.to(ctx.device), float(meta.get("train_seconds", 0.0))
     init = None
@@ -177,6 +182,7 @@ def train_after(ctx: ALContext, k: int, state: LabelState,
                                init=init, progress=progress,
                                desc=f"training on rounds 0..{k}")
     save_checkpoint(model, path, {"recipe": recipe, "train_seconds": seconds})
+    log.info("model of rounds 0..%d trained in %.1f s (%d steps)", k, seconds, tc.steps)
     kill_point("al.trained")
     _version_model(ctx, k, path)
     return model, seconds
@@ -260,6 +266,8 @@ def score_and_select(ctx: ALContext, model: nn.Module, state: LabelState, n: int
                                          budget(ctx, ac.budget_per_round), n, ctx.device,
                                          progress)
     write_scores(path, choice.rows(ctx.pool, n, ac.strategy))
+    log.info("round %d: %s scored %d units and selected %d in %.2f s", n, ac.strategy,
+             len(scan.units), len(choice.selection.units), seconds)
     kill_point("al.selected")
     return _checked(choice.selection, scan.units, "active.budget_per_round"), path, seconds
 

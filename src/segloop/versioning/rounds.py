@@ -9,6 +9,7 @@ tagged round again is a no-op. Any round can be restored with :func:`checkout_ro
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -40,6 +41,7 @@ ROUND_TAG = "labels/r{:03d}"
 METRICS_DIR = "metrics/rounds"
 
 _TMP_GLOB = ".round_*.tmp-*"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ def commit_round(
         version_path(ws, kind.dir.format(number), message, push=push, lineage=lineage)
         tag = kind.tag.format(number)
         create_tag(root, tag, message)
+        log.info("%s %d committed and tagged %s", kind.what, number, tag)
         kill_point("round.committed")
         return _round_info(ws, number, tag, created=True, kind=kind)
 

@@ -10,6 +10,7 @@ lock on ``root/.segloop.lock`` that serialises segloop flows across processes.
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import threading
@@ -45,6 +46,7 @@ _PUSH_HINT = (
 DVCIGNORE_PATTERNS = (".*.tmp*", ".*.partial-*")
 _DVCIGNORE_HEADER = "# segloop: temporary files of interrupted writers"
 
+log = logging.getLogger(__name__)
 _locks: dict[Path, filelock.FileLock] = {}
 _locks_guard = threading.Lock()
 
@@ -156,7 +158,8 @@ def version_path(
         gitignore = posixpath.join(posixpath.dirname(rel), ".gitignore")
         if (root / gitignore).exists():
             paths.append(gitignore)
-        commit_paths(root, paths, message)
+        if commit_paths(root, paths, message):
+            log.info("versioned %s (%s)", rel, message)
         kill_point("version.committed")
         if push:
             push_path(ws, dvc_file)
