@@ -112,7 +112,7 @@ def _child(mode: str, n: int, variant: str) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if mode.startswith("segloop"):
         from segloop.config import parse_config
-        from segloop.data.datasets import Sample
+        from segloop.data.base import Sample
         from segloop.embed import run
 
         cfg = parse_config({"models": {"sam": {"variant": variant,

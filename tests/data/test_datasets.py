@@ -6,16 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from segloop.data.base import IMAGE_EXTENSIONS, LoadedSample, Sample, is_image_name
 from segloop.data.classes import CAMVID
-from segloop.data.datasets import (
-    IMAGE_EXTENSIONS,
-    CamVidLayout,
-    ImageFolder,
-    LoadedSample,
-    Sample,
-    is_image_name,
-    open_dataset,
-)
+from segloop.data.datasets import CamVidLayout, ImageFolder, open_dataset
 from segloop.data.fs import read_bytes
 from segloop.data.ids import image_id
 from segloop.errors import DataError
@@ -225,3 +218,20 @@ def test_sample_is_frozen() -> None:
     s = Sample("a", "x.png", None)
     with pytest.raises(AttributeError):
         s.name = "b"  # type: ignore[misc]
+
+
+def test_layouts_build_on_base_not_on_each_other() -> None:
+    """No import cycle in data/: the layouts import base.py; only datasets.py (the registry)
+    imports the layouts."""
+    import ast
+
+    import segloop.data.datasets as registry
+
+    folder = Path(registry.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        imported = {n.module for n in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(n, ast.ImportFrom) and n.module}
+        if path.name != "datasets.py":
+            assert "segloop.data.datasets" not in imported, path.name
+    assert registry.FORMATS == tuple(registry.LAYOUTS) == ("camvid", "folder", "manifest",
+                                                            "voc")

@@ -9,7 +9,7 @@ import numpy as np
 
 from segloop.config import Config
 from segloop.context import open_workspace
-from segloop.data.datasets import Dataset
+from segloop.data.base import Dataset
 from segloop.data.parquet import write_table
 from segloop.data.schemas import SYNTHETIC_MANIFEST
 from segloop.embed.extract import ImageMasks

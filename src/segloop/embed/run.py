@@ -14,7 +14,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from segloop.config import Config
-from segloop.data.datasets import Dataset, Sample, open_dataset
+from segloop.data.base import Dataset, Sample
+from segloop.data.datasets import open_dataset
 from segloop.data.ids import image_id
 from segloop.data.images import read_image_bytes
 from segloop.data.manifest_dataset import ManifestDataset
