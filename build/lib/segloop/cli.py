@@ -238,6 +238,17 @@ def _headline(metrics: dict) -> dict:  # type: ignore[type-arg]
     return shown or {k: v for k, v in metrics.items() if not isinstance(v, dict | list)}
 
 
+def _cmd_lineage(args: argparse.Namespace) -> int:
+    from segloop.context import open_workspace
+    from segloop.versioning import lineage
+
+    ws = open_workspace(_load(args.pipeline))
+    text = (lineage.record_json(ws.root, args.ref) if args.json
+            else lineage.format_chain(ws.root, args.ref))
+    print(text.rstrip("\n"))
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from segloop.context import resolve_data_root
 
@@ -298,6 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
     for q in (ep, ip):
         q.add_argument("--pipeline", "-p", help=pipeline_help)
     p.set_defaults(func=_cmd_labels)
+
+    p = sub.add_parser("lineage", help="what made a round, dataset or model, and from what")
+    p.add_argument("ref", help="a tag (labels/r002, pseudolabels/usam/r000), a versioned path "
+                   "(models/round_001.safetensors) or PATH@COMMIT")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--pipeline", "-p", help=pipeline_help)
+    p.set_defaults(func=_cmd_lineage)
 
     p = sub.add_parser("data", help="find (or download once) the configured dataset")
     p.add_argument("action", choices=("locate",))

@@ -24,7 +24,7 @@ from segloop.data.parquet import read_table, write_table
 from segloop.data.schemas import LABEL_ROUND, MANIFEST
 from segloop.errors import ConfigError
 from segloop.faults import kill_point
-from segloop.versioning import RoundInfo, Workspace, commit_round, version_path
+from segloop.versioning import RoundInfo, Workspace, commit_round, lineage, version_path
 
 MANIFEST_FILE = "manifest.parquet"
 
@@ -110,10 +110,13 @@ def _write_if_changed(path: Path, data: bytes) -> None:
     write_bytes_atomic(str(path), data)
 
 
-def version_dataset(ws: Workspace, dest: Path, n_images: int) -> str:
-    """``dvc add`` + git commit + push the dataset folder; returns the commit sha."""
+def version_dataset(cfg: Config, ws: Workspace, dest: Path, n_images: int, source: str) -> str:
+    """``dvc add`` + git commit + push the dataset folder (its lineage: copied from
+    ``source``); returns the commit sha."""
     rel = dest.relative_to(ws.root).as_posix()
-    return version_path(ws, rel, f"dataset: {dest.name} ({n_images} images)")
+    record = lineage.make_record("dataset", cfg, [lineage.data_parent(ws.root, source,
+                                                                      "source")])
+    return version_path(ws, rel, f"dataset: {dest.name} ({n_images} images)", lineage=record)
 
 
 def write_round0(cfg: Config, ws: Workspace, dest: Path) -> RoundInfo:
@@ -149,7 +152,10 @@ def write_round0(cfg: Config, ws: Workspace, dest: Path) -> RoundInfo:
                 "images": len(rows), "created_at": created_at.isoformat()}
         (tmp / "round.json").write_text(json.dumps(meta, indent=2) + "\n")
 
-    return commit_round(ws, 0, write, message=f"labels: round 000 ({len(chosen)} images, random)")
+    record = lineage.make_record("label round", cfg, [
+        lineage.versioned(ws.root, dest.relative_to(ws.root).as_posix(), "dataset")])
+    return commit_round(ws, 0, write, message=f"labels: round 000 ({len(chosen)} images, random)",
+                        lineage=record)
 
 
 def summarize(ws: Workspace, dest: Path, n_images: int, info: RoundInfo) -> SmokeResult:

@@ -9,6 +9,7 @@ never labels, commits or tags anything twice.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,15 +43,18 @@ from segloop.train.loop import evaluate
 from segloop.train.metrics import SegMetrics
 from segloop.versioning import (
     ROUND_DIR,
+    ROUND_TAG,
     RoundInfo,
     Workspace,
     commit_round,
     ignore_in_workspace,
+    lineage,
     list_rounds,
     record_round_metrics,
     version_path,
 )
 
+log = logging.getLogger(__name__)
 WORK_DIR = "work"  # per-round scratch in the workspace (git-ignored): scores, pending tasks
 MODELS_DIR = "models"
 
@@ -65,6 +69,7 @@ class ALContext:
     eval: SplitArrays
     device: torch.device
     seeds: Seeds | None = None
+    data_root: str | None = None  # where the pool and evaluation split were read from
 
     @property
     def classes(self) -> ClassSpec:
@@ -91,11 +96,13 @@ def prepare(cfg: Config) -> ALContext:
         raise ConfigError(f"the pool split {ac.pool_split!r} has no labels: the simulated "
                               "annotator needs ground truth; set active.annotator: human")
     evaluation, _ = load_split(cfg, root, ac.eval_split, ac.eval_limit)
+    log.info("pool: %d images (%s), evaluation: %d images (%s), at %dx%d", len(pool),
+             ac.pool_split, len(evaluation), ac.eval_split, *pool.arrays.hw)
     seeds = None
     if ac.pseudolabels:
         seeds = load_seeds(pool, resolve_folder(ac.pseudolabels, ws.root),
                            cfg.data.classes.num_classes, cfg.data.classes.ignore_index)
-    return ALContext(cfg, ws, pool, evaluation, pick_device(cfg.base.device), seeds)
+    return ALContext(cfg, ws, pool, evaluation, pick_device(cfg.base.device), seeds, root)
 
 
 def committed_rounds(ctx: ALContext) -> list[RoundInfo]:
@@ -163,6 +170,7 @@ def train_after(ctx: ALContext, k: int, state: LabelState,
         recipe["pseudolabels"] = ctx.seeds.recipe()
     if path.is_file() and read_meta(path).get("recipe") == recipe:
         meta = load_checkpoint(model, path)
+        log.info("model of rounds 0..%d loaded from %s (trained before)", k, path.name)
         _version_model(ctx, k, path)  # a no-op unless a kill came between save and version
         return model.to(ctx.device), float(meta.get("train_seconds", 0.0))
     init = None
@@ -174,14 +182,34 @@ def train_after(ctx: ALContext, k: int, state: LabelState,
                                init=init, progress=progress,
                                desc=f"training on rounds 0..{k}")
     save_checkpoint(model, path, {"recipe": recipe, "train_seconds": seconds})
+    log.info("model of rounds 0..%d trained in %.1f s (%d steps)", k, seconds, tc.steps)
     kill_point("al.trained")
     _version_model(ctx, k, path)
     return model, seconds
 
 
 def _version_model(ctx: ALContext, k: int, path: Path) -> None:
+    warm = ctx.cfg.active.warm_start_steps is not None and k > 0
+    record = _lineage(ctx, "model", [
+        lineage.versioned(ctx.ws.root, ROUND_DIR.format(k), "labels", ROUND_TAG.format(k)),
+        _model_parent(ctx, k - 1, "initialised from") if warm else None])
     version_path(ctx.ws, path.relative_to(ctx.ws.root).as_posix(),
-                 f"model: trained on label rounds 0..{k:03d}")
+                 f"model: trained on label rounds 0..{k:03d}", lineage=record)
+
+
+def _lineage(ctx: ALContext, kind: str,
+             parents: list[lineage.Parent | None]) -> dict[str, Any]:
+    """A lineage record of the loop: ``parents`` plus the pool's data and seed round."""
+    root = ctx.ws.root
+    data = lineage.data_parent(root, ctx.data_root, "dataset") if ctx.data_root else None
+    seeds = (lineage.data_parent(root, str(resolve_folder(ctx.seeds.folder, root)),
+                                 "seed round") if ctx.seeds is not None else None)
+    return lineage.make_record(kind, ctx.cfg, [*parents, data, seeds])
+
+
+def _model_parent(ctx: ALContext, k: int, role: str) -> lineage.Parent | None:
+    return lineage.versioned(ctx.ws.root, ctx.model_path(k).relative_to(ctx.ws.root).as_posix(),
+                             role)
 
 
 def training_recipe(cfg: Config) -> dict[str, Any]:
@@ -238,6 +266,8 @@ def score_and_select(ctx: ALContext, model: nn.Module, state: LabelState, n: int
                                          budget(ctx, ac.budget_per_round), n, ctx.device,
                                          progress)
     write_scores(path, choice.rows(ctx.pool, n, ac.strategy))
+    log.info("round %d: %s scored %d units and selected %d in %.2f s", n, ac.strategy,
+             len(scan.units), len(choice.selection.units), seconds)
     kill_point("al.selected")
     return _checked(choice.selection, scan.units, "active.budget_per_round"), path, seconds
 
@@ -279,4 +309,9 @@ def commit_labels(ctx: ALContext, n: int, selection: Selection, labels: dict[int
                            annotator, created, scores, labelled, extra)
 
     what = f"{len(selection.units)} {'images' if ctx.cfg.active.level == 'image' else 'regions'}"
-    return commit_round(ctx.ws, n, write, message=f"labels: round {n:03d} ({what}, {strategy})")
+    record = _lineage(ctx, "label round", [] if n == 0 else [
+        lineage.versioned(ctx.ws.root, ROUND_DIR.format(n - 1), "previous round",
+                          ROUND_TAG.format(n - 1)),
+        _model_parent(ctx, n - 1, "selected by model")])
+    return commit_round(ctx.ws, n, write, message=f"labels: round {n:03d} ({what}, {strategy})",
+                        lineage=record)

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from fsspec import AbstractFileSystem
 from tqdm import tqdm
 
-from segloop.data.datasets import is_image_name
+from segloop.data.base import is_image_name
 from segloop.data.fs import join, url_to_fs
 from segloop.errors import DataError
 

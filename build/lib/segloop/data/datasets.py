@@ -1,4 +1,5 @@
-"""Datasets addressed by fsspec URLs (local paths, ``file://``, ``memory://``, ``s3://``...).
+"""Dataset layouts addressed by fsspec URLs (local paths, ``file://``, ``memory://``,
+``s3://``...), and :func:`open_dataset`, which opens one by format name.
 
 Listing is lazy (nothing is read until :meth:`samples` or iteration) and cheap (one
 listing call per folder, no image decoding). :meth:`load` reads and validates one sample.
@@ -7,110 +8,28 @@ listing call per folder, no image decoding). :meth:`load` reads and validates on
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
-import numpy as np
-from fsspec import AbstractFileSystem
-
+from segloop.data.base import (
+    IMAGE_EXTENSIONS,
+    MAX_LISTED,
+    Dataset,
+    DatasetBase,
+    Sample,
+    is_image_name,
+    list_dirs,
+    list_files,
+    open_root,
+)
 from segloop.data.classes import ClassSpec
-from segloop.data.fs import join, to_url, url_to_fs
-from segloop.data.ids import image_id
-from segloop.data.images import read_image_bytes, read_label
+from segloop.data.fs import join
+from segloop.data.manifest_dataset import ManifestDataset
+from segloop.data.voc import VOCLayout
 from segloop.errors import DataError
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-)
-"""File extensions treated as images (compared case-insensitively)."""
 
-FORMATS = ("camvid", "folder", "manifest", "voc")
-_MAX_LISTED = 5
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One listed sample: a name unique in its dataset and the URLs of its files."""
-
-    name: str
-    image_url: str
-    label_url: str | None
-
-
-@dataclass(frozen=True)
-class LoadedSample:
-    """A decoded sample: image (H, W, 3) uint8 RGB, label (H, W) uint8 ids or None.
-
-    ``image_id`` is the content hash of the image file (:func:`segloop.data.ids.image_id`).
-    """
-
-    sample: Sample
-    image_id: str
-    image: np.ndarray
-    label: np.ndarray | None
-
-
-class Dataset(Protocol):
-    """What every dataset layout offers."""
-
-    def samples(self) -> Iterator[Sample]: ...
-
-    def load(self, sample: Sample) -> LoadedSample: ...
-
-    def __iter__(self) -> Iterator[LoadedSample]: ...
-
-    def __len__(self) -> int: ...
-
-
-def is_image_name(name: str) -> bool:
-    """True if ``name`` has an image extension and is not a hidden file."""
-    base = posixpath.basename(name)
-    return not base.startswith(".") and posixpath.splitext(base)[1].lower() in IMAGE_EXTENSIONS
-
-
-class _Base:
-    classes: ClassSpec | None
-    storage_options: dict[str, Any]
-    _fs: AbstractFileSystem
-
-    def samples(self) -> Iterator[Sample]:
-        """Samples sorted by name (the listing happens here, errors raise here)."""
-        return iter(self._collect())
-
-    def _collect(self) -> list[Sample]:
-        raise NotImplementedError
-
-    def load(self, sample: Sample) -> LoadedSample:
-        """Read one sample: image, its content id and (if any) its validated label."""
-        image, raw = read_image_bytes(sample.image_url, self.storage_options)
-        label = None
-        if sample.label_url is not None:
-            if self.classes is None:
-                raise DataError(
-                    f"{sample.label_url}: reading labels needs a class spec; pass classes="
-                )
-            label = read_label(
-                sample.label_url,
-                self.classes,
-                expected_hw=(image.shape[0], image.shape[1]),
-                image_url=sample.image_url,
-                storage_options=self.storage_options,
-            )
-        return LoadedSample(sample=sample, image_id=image_id(raw), image=image, label=label)
-
-    def __iter__(self) -> Iterator[LoadedSample]:
-        for sample in self.samples():
-            yield self.load(sample)
-
-    def __len__(self) -> int:
-        return len(self._collect())
-
-    def _url(self, path: str) -> str:
-        return to_url(self._fs, path)
-
-
-class CamVidLayout(_Base):
+class CamVidLayout(DatasetBase):
     """CamVid-style folders: images in ``<root>/<split>/``, labels in ``<root>/<split>annot/``.
 
     Labels have the image's file name (or, failing that, its stem with ``.png``). Any
@@ -128,7 +47,7 @@ class CamVidLayout(_Base):
         self.split = split
         self.classes = classes
         self.storage_options = dict(storage_options or {})
-        self._fs, root_path = _open_root(
+        self._fs, root_path = open_root(
             root,
             self.storage_options,
             hint=f"set data.root to the folder holding {split}/ and {split}annot/ (or to "
@@ -152,11 +71,11 @@ class CamVidLayout(_Base):
 
     def existing_splits(self) -> list[str]:
         """Folders ``X`` under the root that have a sibling ``Xannot``, sorted."""
-        names = {posixpath.basename(p.rstrip("/")) for p in _list_dirs(self._fs, self._root_path)}
+        names = {posixpath.basename(p.rstrip("/")) for p in list_dirs(self._fs, self._root_path)}
         return sorted(n for n in names if n + "annot" in names)
 
     def _collect(self) -> list[Sample]:
-        images = _list_files(self._fs, self._image_dir)
+        images = list_files(self._fs, self._image_dir)
         images = {n: p for n, p in images.items() if is_image_name(n)}
         if not images:
             raise DataError(
@@ -164,7 +83,7 @@ class CamVidLayout(_Base):
                 f"{', '.join(sorted(IMAGE_EXTENSIONS))}); put the images there or fix "
                 "data.root / data.split"
             )
-        labels = _list_files(self._fs, self._label_dir)
+        labels = list_files(self._fs, self._label_dir)
         samples, missing = [], []
         for name in sorted(images):
             stem_png = posixpath.splitext(name)[0] + ".png"
@@ -176,7 +95,7 @@ class CamVidLayout(_Base):
         if missing:
             first = missing[0]
             expected = self._url(posixpath.join(self._label_dir, first))
-            others = f" ({len(missing)} images lack labels: {missing[:_MAX_LISTED]})"
+            others = f" ({len(missing)} images lack labels: {missing[:MAX_LISTED]})"
             raise DataError(
                 f"image {self._url(images[first])} has no label: expected {expected}"
                 + (others if len(missing) > 1 else "")
@@ -185,7 +104,7 @@ class CamVidLayout(_Base):
         return samples
 
 
-class ImageFolder(_Base):
+class ImageFolder(DatasetBase):
     """An unlabelled pool: every image file under ``root`` (recursively by default).
 
     Sample names are paths relative to ``root``; ``label_url`` is always None.
@@ -202,14 +121,14 @@ class ImageFolder(_Base):
         self.classes = classes
         self.storage_options = dict(storage_options or {})
         self.recursive = recursive
-        self._fs, root_path = _open_root(root, self.storage_options)
+        self._fs, root_path = open_root(root, self.storage_options)
         self._root_path = root_path.rstrip("/") or "/"
 
     def _collect(self) -> list[Sample]:
         if self.recursive:
             paths = self._fs.find(self._root_path, withdirs=False)
         else:
-            paths = list(_list_files(self._fs, self._root_path).values())
+            paths = list(list_files(self._fs, self._root_path).values())
         prefix = self._root_path.rstrip("/") + "/"
         found: dict[str, str] = {}
         for path in paths:
@@ -242,48 +161,25 @@ def open_dataset(
     :class:`~segloop.data.voc.VOCLayout` (PASCAL VOC 2012 at ``root``, ids of ``split``).
     """
     fmt = str(format).strip().lower()
-    if fmt == "camvid":
-        return CamVidLayout(root, split, classes, storage_options)
-    if fmt == "folder":
-        folder = join(root, split.strip("/")) if split else root
-        return ImageFolder(folder, classes, storage_options)
-    if fmt == "manifest":
-        from segloop.data.manifest_dataset import ManifestDataset  # imports the store
-
-        return ManifestDataset(root, split, classes, storage_options,
-                               external=manifest_external)
-    if fmt == "voc":
-        from segloop.data.voc import VOCLayout  # voc.py builds on this module
-
-        return VOCLayout(root, split, classes, storage_options)
-    raise DataError(f"unknown dataset format {format!r}; use one of {list(FORMATS)}")
+    if fmt not in LAYOUTS:
+        raise DataError(f"unknown dataset format {format!r}; use one of {list(FORMATS)}")
+    return LAYOUTS[fmt](root, split, classes, storage_options or {}, manifest_external)
 
 
-def _open_root(
-    root: str, storage_options: dict[str, Any], hint: str = "point it at the image folder"
-) -> tuple[AbstractFileSystem, str]:
-    try:
-        fs, path = url_to_fs(root, **storage_options)
-    except (ValueError, ImportError) as err:
-        raise DataError(
-            f"cannot open {root}: {err}; fix the URL or install the fsspec backend for its "
-            "protocol (e.g. s3fs for s3://, gcsfs for gs://)"
-        ) from err
-    if not fs.isdir(path):
-        what = "is a file, not a folder" if fs.exists(path) else "does not exist"
-        raise DataError(f"dataset root {root} {what}; {hint}")
-    return fs, path
+def _folder(root: str, split: str, classes: ClassSpec, storage_options: dict[str, Any],
+            external: bool) -> Dataset:
+    return ImageFolder(join(root, split.strip("/")) if split else root, classes,
+                       storage_options)
 
 
-def _list_files(fs: AbstractFileSystem, path: str) -> dict[str, str]:
-    """File name -> full path for the files directly inside ``path`` (one listing)."""
-    entries = fs.ls(path, detail=True)
-    return {
-        posixpath.basename(e["name"].rstrip("/")): e["name"]
-        for e in entries
-        if e.get("type") == "file"
-    }
+LAYOUTS: dict[str, Callable[[str, str, ClassSpec, dict[str, Any], bool], Dataset]] = {
+    "camvid": lambda root, split, classes, so, external: CamVidLayout(root, split, classes, so),
+    "folder": _folder,
+    "manifest": lambda root, split, classes, so, external: ManifestDataset(
+        root, split, classes, so, external=external),
+    "voc": lambda root, split, classes, so, external: VOCLayout(root, split, classes, so),
+}
+"""The one registry of dataset formats: name -> opener (root, split, classes,
+storage options, manifest_external)."""
 
-
-def _list_dirs(fs: AbstractFileSystem, path: str) -> list[str]:
-    return [e["name"] for e in fs.ls(path, detail=True) if e.get("type") == "directory"]
+FORMATS = tuple(LAYOUTS)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
+from segloop.data.base import DatasetBase, Sample
 from segloop.data.classes import ClassSpec
-from segloop.data.datasets import Sample, _Base
 from segloop.data.fs import to_url, url_to_fs
 from segloop.data.parquet import read_table
 from segloop.data.schemas import MANIFEST, SYNTHETIC_MANIFEST, TABLE_KEY
@@ -19,7 +19,7 @@ from segloop.errors import DataError, StoreError
 MANIFEST_FILE = "manifest.parquet"
 
 
-class ManifestDataset(_Base):
+class ManifestDataset(DatasetBase):
     """The images of a ``manifest`` table, optionally only those of one ``split``.
 
     Args:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
+from segloop.data.base import MAX_LISTED, DatasetBase, Sample, list_files, open_root
 from segloop.data.classes import ClassSpec
-from segloop.data.datasets import _MAX_LISTED, Sample, _Base, _list_files, _open_root
 from segloop.errors import DataError
 
 VOC_DOWNLOAD_URL = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"
@@ -44,7 +44,7 @@ def voc_root_hint() -> str:
     )
 
 
-class VOCLayout(_Base):
+class VOCLayout(DatasetBase):
     """PASCAL VOC 2012 segmentation: the ids of ``ImageSets/Segmentation/<split>.txt``.
 
     ``root`` is the ``VOC2012`` folder or a folder above it (``VOCdevkit/`` or the folder
@@ -67,7 +67,7 @@ class VOCLayout(_Base):
         self.storage_options = dict(storage_options or {})
         if str(root).strip().lower() == "auto":
             raise DataError(f"data.root 'auto' is not supported for VOC; {voc_root_hint()}")
-        self._fs, root_path = _open_root(root, self.storage_options, hint=voc_root_hint())
+        self._fs, root_path = open_root(root, self.storage_options, hint=voc_root_hint())
         self._voc_path = self._find_voc_dir(root_path.rstrip("/") or "/")
         self._image_dir = posixpath.join(self._voc_path, IMAGE_DIR)
         self._label_dir = posixpath.join(self._voc_path, LABEL_DIR)
@@ -94,7 +94,7 @@ class VOCLayout(_Base):
 
     def existing_splits(self) -> list[str]:
         """Split names: the ``.txt`` files in ``ImageSets/Segmentation/``, sorted."""
-        files = _list_files(self._fs, self._split_dir)
+        files = list_files(self._fs, self._split_dir)
         return sorted(
             posixpath.splitext(n)[0]
             for n in files
@@ -136,14 +136,14 @@ class VOCLayout(_Base):
 
     def _collect(self) -> list[Sample]:
         ids = self._read_ids()
-        images = _list_files(self._fs, self._image_dir)
-        labels = _list_files(self._fs, self._label_dir) if self._has_labels else {}
+        images = list_files(self._fs, self._image_dir)
+        labels = list_files(self._fs, self._label_dir) if self._has_labels else {}
         missing = [i for i in ids if f"{i}.jpg" not in images]
         if missing:
             expected = self._url(posixpath.join(self._image_dir, f"{missing[0]}.jpg"))
             raise DataError(
                 f"VOC split {self.split!r} ({self._url(self._split_file)}) lists "
-                f"{len(missing)} id(s) without an image, e.g. {missing[:_MAX_LISTED]}: "
+                f"{len(missing)} id(s) without an image, e.g. {missing[:MAX_LISTED]}: "
                 f"expected {expected}; re-extract JPEGImages/ or fix the split file"
             )
         samples = []

@@ -14,7 +14,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from segloop.config import Config
-from segloop.data.datasets import Dataset, Sample, open_dataset
+from segloop.data.base import Dataset, Sample
+from segloop.data.datasets import open_dataset
 from segloop.data.ids import image_id
 from segloop.data.images import read_image_bytes
 from segloop.data.manifest_dataset import ManifestDataset
@@ -24,7 +25,7 @@ from segloop.embed.extract import MaskEmbedder
 from segloop.embed.tables import EmbeddedImage
 from segloop.errors import ConfigError
 from segloop.models.sam import load_sam
-from segloop.versioning import Workspace, version_path
+from segloop.versioning import Workspace, lineage, version_path
 
 AUTO_COMPILE_MIN_IMAGES = 16
 """``embed.compile: auto`` compiles on CPU from this many images to do (it pays off after
@@ -205,10 +206,14 @@ def summarize(plan_: EmbedPlan, stats: list[ShardStats], seconds: float) -> dict
     }
 
 
-def version_output(ws: Workspace, out: str, images: int) -> str | None:
-    """``dvc add`` + commit + push the output folder; None if it lies outside the workspace."""
+def version_output(cfg: Config, ws: Workspace, out: str, images: int,
+                   source: str) -> str | None:
+    """``dvc add`` + commit + push the output folder (lineage: embedded from the images at
+    ``source``); None if it lies outside the workspace."""
     path = Path(out)
     if "://" in out or not path.resolve().is_relative_to(ws.root.resolve()):
         return None
     rel = path.resolve().relative_to(ws.root.resolve()).as_posix()
-    return version_path(ws, rel, f"embeddings: {path.name} ({images} images)")
+    record = lineage.make_record("embeddings", cfg,
+                                 [lineage.data_parent(ws.root, source, "images")])
+    return version_path(ws, rel, f"embeddings: {path.name} ({images} images)", lineage=record)

@@ -21,10 +21,10 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from segloop.flows._server import cancelled_on_interrupt
 from segloop import context
 from segloop.active import human, loop, report
 from segloop.config import Config, load_config
+from segloop.flows._server import cancelled_on_interrupt
 from segloop.runlock import output_lock
 from segloop.tasks import active as t
 

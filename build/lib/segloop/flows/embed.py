@@ -18,10 +18,10 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from segloop.flows._server import cancelled_on_interrupt
 from segloop.config import Config, load_config
 from segloop.embed import report, run
 from segloop.errors import SegloopError
+from segloop.flows._server import cancelled_on_interrupt
 from segloop.runlock import output_lock
 from segloop.tasks import embed as t
 
@@ -65,7 +65,8 @@ def embed_flow(pipeline: str | None = None, config: Config | None = None) -> dic
         # no commit).
         commit = None
         if cfg.embed.version and (stats or plan.present):
-            commit = t.version_output(ws, out, plan.present + sum(s.images for s in stats))
+            commit = t.version_output(cfg, ws, out, plan.present + sum(s.images for s in stats),
+                                      str(root))
         # 5. Report.
         summary = run.summarize(plan, stats, seconds)
         summary["commit"] = commit

@@ -25,13 +25,13 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from segloop.flows._server import cancelled_on_interrupt
 from segloop.config import Config, load_config
 from segloop.errors import ConfigError
+from segloop.flows._server import cancelled_on_interrupt
 from segloop.pseudolabel import run
 from segloop.pseudolabel.plan import PseudoPlan
-from segloop.versioning import Workspace
 from segloop.tasks import pseudolabel as t
+from segloop.versioning import Workspace
 
 
 @flow(name="pseudolabel", on_crashed=[cancelled_on_interrupt])

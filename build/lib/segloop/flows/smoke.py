@@ -5,9 +5,9 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from segloop.flows._server import cancelled_on_interrupt
 from segloop import context, smoke
 from segloop.config import Config, load_config
+from segloop.flows._server import cancelled_on_interrupt
 from segloop.runlock import output_lock
 from segloop.tasks import smoke as t
 
@@ -29,7 +29,7 @@ def smoke_flow(pipeline: str | None = None, config: Config | None = None) -> smo
     with output_lock(dest, "smoke"), output_lock(context.labels_dir(cfg), "smoke"):
         n = t.build_dataset(cfg, root, dest)
         # 4. Version the dataset folder (dvc add, git commit, dvc push).
-        commit = t.version_dataset(ws, dest, n)
+        commit = t.version_dataset(cfg, ws, dest, n, str(root))
         logger.info("dataset %s versioned at commit %s", dest, commit[:10])
         # 5. Write and version label round 0 (no-op if already committed).
         info = t.write_round0(cfg, ws, dest)

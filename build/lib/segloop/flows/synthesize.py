@@ -18,8 +18,8 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from segloop.flows._server import cancelled_on_interrupt
 from segloop.config import Config, load_config
+from segloop.flows._server import cancelled_on_interrupt
 from segloop.runlock import output_lock
 from segloop.synth import contact, report, run, store
 from segloop.tasks import synthesize as t
@@ -60,7 +60,7 @@ def synthesize_flow(pipeline: str | None = None, config: Config | None = None
         # 4. Version the dataset folder with DVC.
         commit = None
         if cfg.synth.version and final["images"] + final["rejected"]:
-            commit = t.version_output(ws, out, final["images"])
+            commit = t.version_output(cfg, ws, out, final["images"])
         # 5. Report.
         summary = run.summarize(plan, stats, final, seconds)
         summary["commit"] = commit

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from segloop import context
+from segloop.config import Config, load_config
 from segloop.flows._server import cancelled_on_interrupt
 from segloop.flows.embed import embed_flow
 from segloop.flows.pseudolabel import pseudolabel_flow
 from segloop.flows.synthesize import synthesize_flow
-from segloop import context
-from segloop.config import Config, load_config
 from segloop.pseudolabel.chain import synthetic_embed_config, target_embed_config
 
 

@@ -38,7 +38,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from segloop.config import Config
-from segloop.data.datasets import Dataset
+from segloop.data.base import Dataset
 from segloop.embed.store import read_image_embeddings
 from segloop.errors import ConfigError
 from segloop.faults import kill_point

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from segloop.config import Config
-from segloop.data.datasets import Dataset, Sample
+from segloop.data.base import Dataset, Sample
 from segloop.errors import ConfigError, DataError
 from segloop.faults import kill_point
 from segloop.pseudolabel import store

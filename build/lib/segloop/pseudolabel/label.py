@@ -18,7 +18,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from segloop.config import Config
-from segloop.data.datasets import Dataset, Sample, open_dataset
+from segloop.data.base import Dataset, Sample
+from segloop.data.datasets import open_dataset
 from segloop.embed.store import Embeddings, read_embeddings
 from segloop.errors import DataError
 from segloop.faults import kill_point

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from segloop.config import Config
-from segloop.data.datasets import Dataset
+from segloop.data.base import Dataset
 from segloop.data.fs import join, url_to_fs
 from segloop.data.ids import image_id
 from segloop.data.parquet import read_table

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from segloop.config import Config
-from segloop.data.datasets import Dataset
+from segloop.data.base import Dataset
 from segloop.errors import ConfigError, DataError
 from segloop.faults import kill_point
 from segloop.pseudolabel import store

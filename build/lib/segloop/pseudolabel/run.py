@@ -23,7 +23,13 @@ from segloop.pseudolabel import store
 from segloop.pseudolabel.label import ChunkStats
 from segloop.pseudolabel.plan import PseudoPaths, PseudoPlan, resolve_paths
 from segloop.runlock import output_lock
-from segloop.versioning import RoundInfo, Workspace, commit_round, record_round_metrics
+from segloop.versioning import (
+    RoundInfo,
+    Workspace,
+    commit_round,
+    lineage,
+    record_round_metrics,
+)
 
 
 @contextmanager
@@ -106,12 +112,19 @@ def commit(cfg: Config, ws: Workspace, plan: PseudoPlan, training: dict[str, Any
     tag ``pseudolabels/<method>/rNNN``, push) and record its metrics (git-tracked)."""
     masks = store.read_masks(plan.paths.staging)
     meta = round_meta(plan, counts(plan, masks), training)
+    root = ws.root
+    refines = plan.refines
+    record = lineage.make_record("seed round", cfg, [
+        None if plan.reads_images else lineage.data_parent(root, plan.paths.source,
+                                                           "sam embeddings"),
+        lineage.data_parent(root, plan.paths.target, "images"),
+        lineage.versioned(root, refines["path"], "refines") if refines else None])
     info = commit_round(
         ws, plan.round, lambda folder: store.fill_round(folder, plan.paths.staging, masks,
                                                         meta, metrics),
         message=f"pseudolabels: {plan.method} round {plan.round:03d} "
                 f"({len(plan.image_ids)} images)",
-        push=cfg.pseudolabel.version, kind=plan.kind)
+        push=cfg.pseudolabel.version, kind=plan.kind, lineage=record)
     _record(ws, plan, meta["counts"], metrics)
     shutil.rmtree(plan.paths.staging, ignore_errors=True)
     return info

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from segloop.config import Config
 from segloop.data import rle
-from segloop.data.datasets import Dataset, Sample
+from segloop.data.base import Dataset, Sample
 from segloop.embed.store import read_embeddings
 from segloop.pseudolabel import store
 from segloop.pseudolabel.evaluate import PseudoLabelEvaluator

@@ -23,7 +23,7 @@ from segloop.models.diffusion import LoadedPipeline, load_pipeline
 from segloop.synth import store
 from segloop.synth.generate import GenerationSettings, run_batch
 from segloop.synth.prompts import Job, check_classes, jobs_for, label_texts
-from segloop.versioning import Workspace, version_path
+from segloop.versioning import Workspace, lineage, version_path
 
 
 @dataclass(frozen=True)
@@ -168,10 +168,13 @@ def finalize(cfg: Config, out: str) -> dict[str, Any]:
             "per_class": per_class}
 
 
-def version_output(ws: Workspace, out: str, images: int) -> str:
-    """``dvc add`` + commit + push the dataset folder; returns the commit sha."""
+def version_output(cfg: Config, ws: Workspace, out: str, images: int) -> str:
+    """``dvc add`` + commit + push the dataset folder (lineage: the config, whose hash
+    covers the model, prompts and seeds); returns the commit sha."""
     rel = Path(out).resolve().relative_to(ws.root.resolve()).as_posix()
-    return version_path(ws, rel, f"synthetic: {Path(out).name} ({images} images)")
+    record = lineage.make_record("synthetic dataset", cfg, [])
+    return version_path(ws, rel, f"synthetic: {Path(out).name} ({images} images)",
+                        lineage=record)
 
 
 def summarize(p: SynthPlan, stats: list[ChunkStats], final: dict[str, Any], seconds: float

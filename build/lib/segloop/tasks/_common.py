@@ -7,8 +7,8 @@ from prefect.cache_policies import NO_CACHE
 
 from segloop import context
 from segloop.config import Config
-from segloop.versioning import Workspace
 from segloop.tasks._retry import transient
+from segloop.versioning import Workspace
 
 
 @task(name="locate-data", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,

@@ -13,13 +13,12 @@ from segloop.active import baseline, loop
 from segloop.active.selection import Selection
 from segloop.active.state import LabelState
 from segloop.config import Config
+from segloop.tasks._retry import transient
 from segloop.train.metrics import SegMetrics
 from segloop.versioning import RoundInfo
 
+
 # Every step reads or writes the workspace: never serve them from a cache.
-from segloop.tasks._retry import transient
-
-
 @task(name="prepare-loop", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5,
       retry_condition_fn=transient)
 def prepare(cfg: Config) -> loop.ALContext:

@@ -7,9 +7,9 @@ from prefect.cache_policies import NO_CACHE
 
 from segloop.config import Config
 from segloop.embed import run
-from segloop.versioning import Workspace
 from segloop.tasks._common import locate_data, open_workspace  # noqa: F401  (re-exported)
 from segloop.tasks._retry import transient
+from segloop.versioning import Workspace
 
 # Every step reads or writes the output folder: never serve them from a cache.
 
@@ -27,5 +27,6 @@ def embed_shard(cfg: Config, out: str, shard: run.ShardPlan) -> run.ShardStats:
 
 @task(name="version-output", cache_policy=NO_CACHE, retries=1,
       retry_condition_fn=transient)
-def version_output(ws: Workspace, out: str, images: int) -> str | None:
-    return run.version_output(ws, out, images)
+def version_output(cfg: Config, ws: Workspace, out: str, images: int,
+                   source: str) -> str | None:
+    return run.version_output(cfg, ws, out, images, source)

@@ -19,9 +19,9 @@ from segloop.pseudolabel import (
     run,
     score,
 )
-from segloop.versioning import RoundInfo, Workspace
 from segloop.tasks._common import locate_data, open_workspace  # noqa: F401  (re-exported)
 from segloop.tasks._retry import transient
+from segloop.versioning import RoundInfo, Workspace
 
 # Every step reads or writes the staging folder or the workspace: never cached.
 

@@ -15,7 +15,7 @@ from PIL import Image
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from segloop.data.datasets import LoadedSample
+from segloop.data.base import LoadedSample
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ runs under :func:`versioning_lock`. git and DVC run as subprocesses in the works
 root only (``segloop.versioning._run``).
 """
 
+from segloop.versioning import lineage
 from segloop.versioning.rounds import (
     LABELS,
     METRICS_DIR,
@@ -44,6 +45,7 @@ __all__ = [
     "commit_round",
     "ignore_in_workspace",
     "init_workspace",
+    "lineage",
     "list_rounds",
     "next_round_number",
     "record_round_metrics",

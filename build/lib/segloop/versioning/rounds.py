@@ -9,6 +9,7 @@ tagged round again is a no-op. Any round can be restored with :func:`checkout_ro
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -40,6 +41,7 @@ ROUND_TAG = "labels/r{:03d}"
 METRICS_DIR = "metrics/rounds"
 
 _TMP_GLOB = ".round_*.tmp-*"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,10 @@ def commit_round(
     message: str | None = None,
     push: bool = True,
     kind: RoundKind = LABELS,
+    lineage: dict[str, Any] | None = None,
 ) -> RoundInfo:
-    """Write (``write(folder)``), version, push and tag label round ``number``.
+    """Write (``write(folder)``), version, push and tag label round ``number`` (with its
+    ``lineage`` record, if given: :func:`segloop.versioning.lineage.make_record`).
 
     If the round is already tagged this returns its info with ``created=False`` and
     does not call ``write``. If ``data/labels/round_NNN/`` exists without a tag (a crash
@@ -137,9 +141,10 @@ def commit_round(
             raise VersioningError(f"{final} exists but is not a folder: move it away and retry")
         message = message or f"labels: round {number:03d}"
         kill_point("round.renamed")
-        version_path(ws, kind.dir.format(number), message, push=push)
+        version_path(ws, kind.dir.format(number), message, push=push, lineage=lineage)
         tag = kind.tag.format(number)
         create_tag(root, tag, message)
+        log.info("%s %d committed and tagged %s", kind.what, number, tag)
         kill_point("round.committed")
         return _round_info(ws, number, tag, created=True, kind=kind)
 

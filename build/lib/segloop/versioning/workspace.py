@@ -10,6 +10,7 @@ lock on ``root/.segloop.lock`` that serialises segloop flows across processes.
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import threading
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import filelock
@@ -25,6 +27,7 @@ from segloop.data.images import write_bytes_atomic
 from segloop.errors import RemoteError, VersioningError
 from segloop.faults import kill_point
 from segloop.versioning._run import dvc, git, git_ok, git_try, redact, require_repo
+from segloop.versioning.lineage import lineage_file, write_record
 
 LOCK_NAME = ".segloop.lock"
 REMOTE_NAME = "segloop"
@@ -43,6 +46,7 @@ _PUSH_HINT = (
 DVCIGNORE_PATTERNS = (".*.tmp*", ".*.partial-*")
 _DVCIGNORE_HEADER = "# segloop: temporary files of interrupted writers"
 
+log = logging.getLogger(__name__)
 _locks: dict[Path, filelock.FileLock] = {}
 _locks_guard = threading.Lock()
 
@@ -126,13 +130,16 @@ def init_workspace(root: str | Path, remote_url: str | os.PathLike[str]) -> Work
 
 
 def version_path(
-    ws: Workspace, rel_path: str, message: str, tag: str | None = None, push: bool = True
+    ws: Workspace, rel_path: str, message: str, tag: str | None = None, push: bool = True,
+    lineage: dict[str, Any] | None = None,
 ) -> str:
     """Version ``rel_path`` (file or folder under ``ws.root``) with DVC and git.
 
     ``dvc add``, commit of its ``.dvc`` file and the ``.gitignore`` next to it (only if
     something changed), ``dvc push`` of it, then the optional annotated ``tag``. Returns
     the commit sha of HEAD. Versioning an unchanged path again makes no new commit.
+    ``lineage`` (:func:`segloop.versioning.lineage.make_record`) is written beside the
+    ``.dvc`` file and committed with it when the path changed (or has no record yet).
     """
     root = ws.root
     with versioning_lock(root):
@@ -143,10 +150,16 @@ def version_path(
         kill_point("version.added")
         dvc_file = f"{rel}.dvc"
         paths = [dvc_file]
+        if lineage is not None and (git_try(root, "status", "--porcelain", "--", dvc_file)
+                                    or not (root / lineage_file(rel)).exists()):
+            paths.append(write_record(root, rel, lineage))
+        elif (root / lineage_file(rel)).exists():
+            paths.append(lineage_file(rel))
         gitignore = posixpath.join(posixpath.dirname(rel), ".gitignore")
         if (root / gitignore).exists():
             paths.append(gitignore)
-        commit_paths(root, paths, message)
+        if commit_paths(root, paths, message):
+            log.info("versioned %s (%s)", rel, message)
         kill_point("version.committed")
         if push:
             push_path(ws, dvc_file)
