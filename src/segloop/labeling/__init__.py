@@ -17,15 +17,8 @@ from segloop.labeling.labelstudio import (
     read_labelstudio_labels,
     rle_to_mask,
 )
-from segloop.labeling.selection_file import (
-    TO_LABEL,
-    WHOLE_IMAGE,
-    PendingSelection,
-    TaskUnit,
-    read_selection,
-    selection_digest,
-    write_selection,
-)
+from segloop.labeling.pending import TO_LABEL, WHOLE_IMAGE, PendingSelection, TaskUnit
+from segloop.labeling.selection_file import read_selection, selection_digest, write_selection
 
 __all__ = [
     "TO_LABEL",

@@ -24,22 +24,21 @@ import numpy as np
 from segloop.data.classes import ClassSpec
 from segloop.data.images import read_label
 from segloop.errors import DataError
+from segloop.labeling.checks import (
+    ImageMatcher,
+    check_classes,
+    not_in_selection,
+    short_list,
+    wrong_size,
+)
 from segloop.labeling.coco import coco_labels_from_doc
 from segloop.labeling.labelstudio import (
     earlier_round_tasks,
     labelstudio_labels_from_doc,
     labelstudio_task_ids,
 )
-from segloop.labeling.selection_file import (
-    FORMAT_NAME,
-    ImageMatcher,
-    PendingSelection,
-    check_classes,
-    load_json,
-    not_in_selection,
-    short_list,
-    wrong_size,
-)
+from segloop.labeling.pending import FORMAT_NAME, PendingSelection
+from segloop.labeling.selection_file import load_json
 
 _NON_PNG_IMAGES = (".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 

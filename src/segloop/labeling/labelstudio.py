@@ -45,18 +45,15 @@ import numpy as np
 
 from segloop.data.classes import ClassSpec
 from segloop.errors import ConfigError, DataError
-from segloop.labeling.selection_file import (
-    TO_LABEL,
+from segloop.labeling.checks import (
     ImageMatcher,
-    PendingSelection,
     check_classes,
     check_file_digest,
-    dump_json,
-    load_json,
     not_in_selection,
-    selection_digest,
     wrong_size,
 )
+from segloop.labeling.pending import TO_LABEL, PendingSelection
+from segloop.labeling.selection_file import dump_json, load_json, selection_digest
 
 FROM_NAME = "tag"
 TO_NAME = "image"
