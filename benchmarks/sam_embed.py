@@ -15,7 +15,7 @@ Protocol (fixed):
     its defaults (its usual output: filtered, NMS'd masks as binary arrays).
   * ``encoder``: ``SamPredictor.set_image(image)``: resize, normalise, image encoder.
   * ``encoder_compiled``: the same with the image encoder wrapped in ``torch.compile``.
-  * ``segloop``: ``segloop.embed.run.embed_shard`` with the default config in eager mode
+  * ``segloop``: ``segloop.embed.steps.embed_shard`` with the default config in eager mode
     (``embed.compile: false``): read the PNG, encode, 10x10 grid through the decoder,
     capture tokens, best masks upsampled to 480x360, RLE, Parquet shard written and
     renamed. ``segloop_compiled``: the same with ``embed.compile: true`` (what the default
@@ -113,7 +113,7 @@ def _child(mode: str, n: int, variant: str) -> dict[str, Any]:
     if mode.startswith("segloop"):
         from segloop.config import parse_config
         from segloop.data.base import Sample
-        from segloop.embed import run
+        from segloop.embed import steps
 
         cfg = parse_config({"models": {"sam": {"variant": variant,
                                                "checkpoint": _checkpoint(variant)}},
@@ -122,16 +122,16 @@ def _child(mode: str, n: int, variant: str) -> dict[str, Any]:
         samples = [Sample(p.name, str(p), None) for p in paths]
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            run.embed_shard(cfg, f"{tmp}/warm",
-                            run.ShardPlan(0, "real", tuple(samples[:1]), compiled),
+            steps.embed_shard(cfg, f"{tmp}/warm",
+                            steps.ShardPlan(0, "real", tuple(samples[:1]), compiled),
                             progress=False)
             warm = time.perf_counter() - t0
             out = f"{tmp}/out"
             t0 = time.perf_counter()
             size = cfg.embed.shard_size
             for k, i in enumerate(range(1, n + 1, size)):
-                shard = run.ShardPlan(k, "real", tuple(samples[i : i + size]), compiled)
-                stats = run.embed_shard(cfg, out, shard, progress=False)
+                shard = steps.ShardPlan(k, "real", tuple(samples[i : i + size]), compiled)
+                stats = steps.embed_shard(cfg, out, shard, progress=False)
                 extra["bytes_written"] = extra.get("bytes_written", 0) + stats.bytes_written
             seconds = time.perf_counter() - t0
         extra["bytes_per_image"] = extra["bytes_written"] / n

@@ -88,16 +88,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     from segloop.flows.synthesize import synthesize_flow
     from segloop.runtime import configure_offline
-    from segloop.synth import run
+    from segloop.synth import steps
     from segloop.synth.generate import generate_images
 
     tmp = tempfile.mkdtemp(prefix="segloop-bench-synth-")
     cfg = _config(args, tmp)
     configure_offline(cfg.base.paths.prefect_home)
     t0 = time.perf_counter()
-    loaded = run.pipeline(cfg)  # cached: the flow below reuses this very object
+    loaded = steps.pipeline(cfg)  # cached: the flow below reuses this very object
     load_seconds = time.perf_counter() - t0
-    pipe, s = loaded.pipe, run.generation_settings(cfg)
+    pipe, s = loaded.pipe, steps.generation_settings(cfg)
     jobs = _jobs(cfg)
     n = len(jobs)
     generate_images(pipe, jobs[:1], s)  # warm-up

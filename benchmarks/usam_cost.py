@@ -202,7 +202,7 @@ def measure_training(folder: Path, rounds: int) -> dict[str, Any]:
 def measure_labelling(folder: Path, n: int, rounds: int) -> dict[str, Any]:
     from segloop.config import parse_config
     from segloop.embed.store import Embeddings, read_embeddings
-    from segloop.pseudolabel.label import USamScorer, label_chunk
+    from segloop.pseudolabel.mask_label import USamScorer, label_chunk
     from segloop.pseudolabel.paint import decide, paint
     from segloop.pseudolabel.usam import build_head, predict
 

@@ -19,7 +19,7 @@ from prefect.artifacts import (
 )
 
 from segloop.config import Config, load_config
-from segloop.embed import report, run
+from segloop.embed import report, steps
 from segloop.errors import SegloopError
 from segloop.flows._server import cancelled_on_interrupt
 from segloop.runlock import output_lock
@@ -34,7 +34,7 @@ def embed_flow(pipeline: str | None = None, config: Config | None = None) -> dic
     # 1. Data and workspace.
     root = t.locate_data(cfg)
     ws = t.open_workspace(cfg)
-    out = run.output_url(cfg, ws.root)
+    out = steps.output_url(cfg, ws.root)
     with output_lock(out, "embed"):  # a second run on this output is refused
         # 2. Plan: sweep leftovers of killed shards, skip images already present.
         plan = t.plan(cfg, root, out)
@@ -46,7 +46,7 @@ def embed_flow(pipeline: str | None = None, config: Config | None = None) -> dic
         progress = create_progress_artifact(progress=0.0, key="embed-progress",
                                             description="shards written (of this run's plan)")
         start = time.perf_counter()
-        stats: list[run.ShardStats] = []
+        stats: list[steps.ShardStats] = []
         failures: list[tuple[int, BaseException]] = []
         width = cfg.embed.concurrent_shards
         for i in range(0, len(plan.shards), width):
@@ -68,7 +68,7 @@ def embed_flow(pipeline: str | None = None, config: Config | None = None) -> dic
             commit = t.version_output(cfg, ws, out, plan.present + sum(s.images for s in stats),
                                       str(root))
         # 5. Report.
-        summary = run.summarize(plan, stats, seconds)
+        summary = steps.summarize(plan, stats, seconds)
         summary["commit"] = commit
         path = report.write_summary(summary, cfg.base.paths.reports)
         create_markdown_artifact(key="embed-summary", markdown=report.markdown(summary, commit),

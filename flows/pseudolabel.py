@@ -28,7 +28,7 @@ from prefect.artifacts import (
 from segloop.config import Config, load_config
 from segloop.errors import ConfigError
 from segloop.flows._server import cancelled_on_interrupt
-from segloop.pseudolabel import run
+from segloop.pseudolabel import finish
 from segloop.pseudolabel.plan import PseudoPlan
 from segloop.tasks import pseudolabel as t
 from segloop.versioning import Workspace
@@ -51,7 +51,7 @@ def pseudolabel_flow(pipeline: str | None = None, config: Config | None = None
                               "refine_input)")
         summary: dict[str, object] = {"refined": _refine(cfg, ws, root, p.refine_input)}
         return summary
-    with run.hold_outputs(cfg, ws.root):  # a second run on this output is refused
+    with finish.hold_outputs(cfg, ws.root):  # a second run on this output is refused
         # 2. Plan: inputs, labels and their class ids, round number, what is staged already.
         plan = t.make_plan(cfg, ws, root)
         summary = _make_round(cfg, ws, root, plan)
@@ -70,8 +70,8 @@ def _make_round(cfg: Config, ws: Workspace, root: str, plan: PseudoPlan,
         logger.info("%s round %03d already holds these settings and inputs (%s): nothing "
                     "to do", plan.method, plan.round, plan.existing.tag)
         metrics = t.confirm(ws, plan)  # and record them if a kill left them out
-        summary = run.summarize(plan, [], plan.existing, metrics, 0.0)
-        run.write_reports(summary, cfg.base.paths.reports, sub)
+        summary = finish.summarize(plan, [], plan.existing, metrics, 0.0)
+        finish.write_reports(summary, cfg.base.paths.reports, sub)
         return summary
     logger.info("%s round %03d: %d target images in %d chunk(s), %d staged already%s",
                 plan.method, plan.round, len(plan.image_ids), len(plan.chunks),
@@ -96,12 +96,12 @@ def _make_round(cfg: Config, ws: Workspace, root: str, plan: PseudoPlan,
     # 6. Commit the round (dvc add, git commit + tag, push) and its metrics.
     info = t.commit(cfg, ws, plan, training, metrics)
     # 7. Report.
-    summary = run.summarize(plan, stats, info, metrics, seconds)
-    path = run.write_reports(summary, cfg.base.paths.reports, sub)
-    create_markdown_artifact(key=f"pseudolabel{sub}-summary", markdown=run.markdown(summary),
+    summary = finish.summarize(plan, stats, info, metrics, seconds)
+    path = finish.write_reports(summary, cfg.base.paths.reports, sub)
+    create_markdown_artifact(key=f"pseudolabel{sub}-summary", markdown=finish.markdown(summary),
                              description="what the pseudolabel run made")
     if metrics:
-        create_table_artifact(key=f"pseudolabel{sub}-iou", table=run.per_class_rows(metrics),
+        create_table_artifact(key=f"pseudolabel{sub}-iou", table=finish.per_class_rows(metrics),
                               description="IoU and AP50 per class against ground truth")
     logger.info("%s round %03d in %s (%s); summary %s", plan.method, plan.round, info.path,
                 info.tag, path)
@@ -111,7 +111,7 @@ def _make_round(cfg: Config, ws: Workspace, root: str, plan: PseudoPlan,
 def _refine(cfg: Config, ws: Workspace, root: str, rel: str) -> dict[str, object]:
     """G4Seg refinement of the seed round at ``rel`` into ``<method>-g4seg``."""
     plan = t.plan_refinement(cfg, ws, root, rel)
-    with run.hold_outputs(cfg, ws.root, plan.paths):
+    with finish.hold_outputs(cfg, ws.root, plan.paths):
         return _make_round(cfg, ws, root, plan, refiner=True)
 
 

@@ -21,7 +21,7 @@ from prefect.artifacts import (
 from segloop.config import Config, load_config
 from segloop.flows._server import cancelled_on_interrupt
 from segloop.runlock import output_lock
-from segloop.synth import contact, report, run, store
+from segloop.synth import contact, report, steps, store
 from segloop.tasks import synthesize as t
 
 
@@ -33,7 +33,7 @@ def synthesize_flow(pipeline: str | None = None, config: Config | None = None
     cfg = config if config is not None else load_config(pipeline)
     # 1. Workspace and plan: only the jobs not generated yet.
     ws = t.open_workspace(cfg)
-    out = run.output_dir(cfg, ws.root)
+    out = steps.output_dir(cfg, ws.root)
     with output_lock(out, "synthesize"):  # a second run on this output is refused
         plan = t.plan(cfg, out)
         logger.info("%d classes, %d images: %d already there, %d to generate in %d chunk(s) -> %s",
@@ -43,7 +43,7 @@ def synthesize_flow(pipeline: str | None = None, config: Config | None = None
         progress = create_progress_artifact(progress=0.0, key="synthesize-progress",
                                             description="chunks generated (of this run's plan)")
         start = time.perf_counter()
-        stats: list[run.ChunkStats] = []
+        stats: list[steps.ChunkStats] = []
         width = cfg.synth.concurrent_chunks
         for i in range(0, len(plan.chunks), width):
             wave = plan.chunks[i : i + width]
@@ -62,7 +62,7 @@ def synthesize_flow(pipeline: str | None = None, config: Config | None = None
         if cfg.synth.version and final["images"] + final["rejected"]:
             commit = t.version_output(cfg, ws, out, final["images"])
         # 5. Report.
-        summary = run.summarize(plan, stats, final, seconds)
+        summary = steps.summarize(plan, stats, final, seconds)
         summary["commit"] = commit
         summary["contact_sheet"] = str(sheet) if sheet else None
         path = report.write_summary(summary, cfg.base.paths.reports)

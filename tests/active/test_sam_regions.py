@@ -12,7 +12,7 @@ from segloop.active.sam_regions import resize_masks
 from segloop.config import parse_config
 from segloop.data.classes import CAMVID
 from segloop.data.datasets import CamVidLayout
-from segloop.embed import run
+from segloop.embed import steps
 from segloop.embed.store import read_embeddings
 from segloop.errors import ConfigError, StoreError
 from segloop.train.arrays import stack_split
@@ -32,9 +32,9 @@ def test_pool_regions_from_embed_output(camvid_root: Path, tmp_path: Path) -> No
            "embed": {"points_per_side": 4, "limit": 6}}
     cfg = parse_config(raw)
     out = str(tmp_path / "emb")
-    plan = run.plan(cfg, run.open_input(cfg, camvid_root), out)
+    plan = steps.plan(cfg, steps.open_input(cfg, camvid_root), out)
     for shard in plan.shards:
-        run.embed_shard(cfg, out, shard, progress=False)
+        steps.embed_shard(cfg, out, shard, progress=False)
     arrays = stack_split(CamVidLayout(str(camvid_root), "train", CAMVID), (12, 16))
     ac = parse_config({"active": {"region": {"source": "sam", "sam_embeddings": out}}}).active
     with pytest.raises(StoreError, match="no embeddings for 4 image id"):
@@ -68,9 +68,9 @@ def test_pool_regions_from_clustered_sam_image_embeddings(camvid_root: Path,
            "embed": {"points_per_side": 2, "limit": 4, "image_embeddings": True}}
     cfg = parse_config(raw)
     out = str(tmp_path / "emb")
-    plan = run.plan(cfg, run.open_input(cfg, camvid_root), out)
+    plan = steps.plan(cfg, steps.open_input(cfg, camvid_root), out)
     for shard in plan.shards:
-        run.embed_shard(cfg, out, shard, progress=False)
+        steps.embed_shard(cfg, out, shard, progress=False)
     layout = CamVidLayout(str(camvid_root), "train", CAMVID)
     head = stack_split((layout.load(s) for s in list(layout.samples())[:4]), (12, 16))
     counts_by_tau = []

@@ -11,14 +11,14 @@ import os
 import sys
 
 from segloop.config import parse_config
-from segloop.embed import run
+from segloop.embed import steps
 
 
 def main(raw: str, root: str, out: str) -> None:
     cfg = parse_config(json.loads(raw))
-    plan = run.plan(cfg, run.open_input(cfg, root), out)
-    run.embed_shard(cfg, out, plan.shards[0], progress=False)
-    extractor = run.embedder(cfg)
+    plan = steps.plan(cfg, steps.open_input(cfg, root), out)
+    steps.embed_shard(cfg, out, plan.shards[0], progress=False)
+    extractor = steps.embedder(cfg)
     real_decode = extractor.decode
     calls = [0]
 
@@ -29,7 +29,7 @@ def main(raw: str, root: str, out: str) -> None:
         return real_decode(*args, **kw)
 
     extractor.decode = dying  # type: ignore[method-assign]
-    run.embed_shard(cfg, out, plan.shards[1], progress=False)
+    steps.embed_shard(cfg, out, plan.shards[1], progress=False)
 
 
 if __name__ == "__main__":

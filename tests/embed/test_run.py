@@ -14,7 +14,7 @@ import pytest
 from segloop.config import Config, parse_config
 from segloop.data.parquet import read_table, write_table
 from segloop.data.schemas import MANIFEST, MASK_EMBEDDINGS
-from segloop.embed import run, store
+from segloop.embed import steps, store
 from segloop.errors import DataError, ModelNotFoundError, StoreError
 
 
@@ -24,10 +24,10 @@ def _raw(root: Path, **embed: object) -> dict:
             "embed": {"shard_size": 4, "points_per_side": 4, **embed}}
 
 
-def _run_all(cfg: Config, root: Path, out: str) -> run.EmbedPlan:
-    plan = run.plan(cfg, run.open_input(cfg, root), out)
+def _run_all(cfg: Config, root: Path, out: str) -> steps.EmbedPlan:
+    plan = steps.plan(cfg, steps.open_input(cfg, root), out)
     for shard in plan.shards:
-        run.embed_shard(cfg, out, shard, progress=False)
+        steps.embed_shard(cfg, out, shard, progress=False)
     return plan
 
 
@@ -43,7 +43,7 @@ def test_plan_splits_missing_images_into_shards(camvid_root: Path, tmp_path: Pat
     assert [len(s.samples) for s in plan.shards] == [4, 4, 1]
     assert [s.shard for s in plan.shards] == [0, 1, 2] and plan.source == "real"
     assert _names(out) == {f"train_{i:03d}.png": 16 for i in range(9)}
-    again = run.plan(parse_config(_raw(camvid_root)), run.open_input(cfg, camvid_root), out)
+    again = steps.plan(parse_config(_raw(camvid_root)), steps.open_input(cfg, camvid_root), out)
     assert again.present == 9 and again.todo == 1 and again.shards[0].shard == 3
 
 
@@ -72,11 +72,11 @@ def test_corrupt_image_names_the_file_and_writes_nothing(
     bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     cfg = parse_config(_raw(camvid_root))
     out = str(tmp_path / "emb")
-    plan = run.plan(cfg, run.open_input(cfg, camvid_root), out)
+    plan = steps.plan(cfg, steps.open_input(cfg, camvid_root), out)
     with pytest.raises(DataError, match="train_001.png"):
-        run.embed_shard(cfg, out, plan.shards[0], progress=False)
+        steps.embed_shard(cfg, out, plan.shards[0], progress=False)
     assert not (Path(out) / "masks").exists()
-    run.embed_shard(cfg, out, plan.shards[1], progress=False)  # other shards still work
+    steps.embed_shard(cfg, out, plan.shards[1], progress=False)  # other shards still work
     assert len(_names(out)) == 4
 
 
@@ -87,9 +87,9 @@ def test_missing_checkpoint_fails_before_anything_is_written(
     raw["models"] = {"sam": {"variant": "vit_b", "checkpoint": str(tmp_path / "sam.pth")}}
     cfg = parse_config(raw)
     out = str(tmp_path / "emb")
-    plan = run.plan(cfg, run.open_input(cfg, camvid_root), out)
+    plan = steps.plan(cfg, steps.open_input(cfg, camvid_root), out)
     with pytest.raises(ModelNotFoundError, match="SAM vit_b weights not found"):
-        run.embed_shard(cfg, out, plan.shards[0], progress=False)
+        steps.embed_shard(cfg, out, plan.shards[0], progress=False)
     assert not (Path(out) / "masks").exists()
 
 
@@ -99,7 +99,7 @@ def test_changed_settings_do_not_mix_into_an_output(camvid_root: Path, tmp_path:
     _run_all(cfg, camvid_root, out)
     other = parse_config(_raw(camvid_root, points_per_side=5))
     with pytest.raises(StoreError, match="points_per_side: 4 there, 5 now"):
-        run.plan(other, run.open_input(other, camvid_root), out)
+        steps.plan(other, steps.open_input(other, camvid_root), out)
 
 
 def test_manifest_of_synthetic_images_goes_to_its_partition(
@@ -128,11 +128,11 @@ def test_compile_auto_only_for_long_cpu_runs(
     camvid_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     auto = parse_config(_raw(camvid_root))
-    assert run.use_compile(auto, run.AUTO_COMPILE_MIN_IMAGES) is True
-    assert run.use_compile(auto, run.AUTO_COMPILE_MIN_IMAGES - 1) is False
-    assert run.use_compile(parse_config(_raw(camvid_root, compile=False)), 1000) is False
-    assert run.use_compile(parse_config(_raw(camvid_root, compile=True)), 1) is True
-    monkeypatch.setattr(run.shutil, "which", lambda name: None)  # no C++ compiler
-    assert run.use_compile(auto, 1000) is False
-    plan = run.plan(auto, run.open_input(auto, camvid_root), str(camvid_root / "out"))
+    assert steps.use_compile(auto, steps.AUTO_COMPILE_MIN_IMAGES) is True
+    assert steps.use_compile(auto, steps.AUTO_COMPILE_MIN_IMAGES - 1) is False
+    assert steps.use_compile(parse_config(_raw(camvid_root, compile=False)), 1000) is False
+    assert steps.use_compile(parse_config(_raw(camvid_root, compile=True)), 1) is True
+    monkeypatch.setattr(steps.shutil, "which", lambda name: None)  # no C++ compiler
+    assert steps.use_compile(auto, 1000) is False
+    plan = steps.plan(auto, steps.open_input(auto, camvid_root), str(camvid_root / "out"))
     assert not any(s.compile for s in plan.shards)

@@ -15,7 +15,7 @@ from segloop.data.schemas import SYNTHETIC_MANIFEST
 from segloop.embed.extract import ImageMasks
 from segloop.embed.store import ShardWriter
 from segloop.embed.tables import EmbeddedImage
-from segloop.pseudolabel import label as label_step
+from segloop.pseudolabel import mask_label as label_step
 from segloop.pseudolabel import plan
 from segloop.versioning import Workspace
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from segloop.data.classes import ClassSpec
 from segloop.pseudolabel.cluster_seeds import seed_image, valid_sam_grid
-from segloop.pseudolabel.labels import ABSTAIN, LabelMapping
+from segloop.pseudolabel.label_mapping import ABSTAIN, LabelMapping
 
 SETTINGS = {"tau": 0.5, "alpha": 0.5, "beta": 0.7, "grow": True, "normalise": False}
 

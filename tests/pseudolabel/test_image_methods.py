@@ -14,8 +14,8 @@ from PIL import Image
 from segloop.config import Config, parse_config
 from segloop.context import open_workspace
 from segloop.errors import DataError
-from segloop.pseudolabel import image_label, label, plan, run, store
-from segloop.pseudolabel.labels import ABSTAIN
+from segloop.pseudolabel import finish, image_label, mask_label, plan, store
+from segloop.pseudolabel.label_mapping import ABSTAIN
 from tests.pseudolabel.conftest import image_method_plan
 
 
@@ -32,7 +32,7 @@ def _config(tmp_path: Path, root: Path, **md: object) -> Config:
 
 
 def _label(cfg: Config, p: plan.PseudoPlan, chunks: list[int], root: Path) -> None:
-    worker = image_label.make_worker(cfg, p, label.target_dataset(cfg, str(root)))
+    worker = image_label.make_worker(cfg, p, mask_label.target_dataset(cfg, str(root)))
     for k in chunks:
         image_label.label_image_chunk(p, k, worker.segmenter, worker.targets,
                                       image_label.abstain_below(cfg), progress=False)
@@ -62,7 +62,7 @@ def test_maskdiffusion_round_resumes_commits_and_is_then_a_no_op(
     assert again.resumed and again.done == {0} and again.todo == [1]
     first = {i: store.read_label(p.paths.staging, i) for i in p.chunks[0]}
     _label(cfg, again, again.todo, camvid_root)
-    info = run.commit(cfg, ws, again, None, None)
+    info = finish.commit(cfg, ws, again, None, None)
     folder = ws.root / "data/pseudolabels/maskdiffusion/round_000"
     assert info.path == folder and info.tag == "pseudolabels/maskdiffusion/r000"
     pngs = sorted((folder / "labels").glob("*.png"))
@@ -97,14 +97,14 @@ def test_maskdiffusion_round_resumes_commits_and_is_then_a_no_op(
 def test_a_changed_image_makes_a_new_round(tmp_path: Path, camvid_root: Path) -> None:
     cfg = _config(tmp_path, camvid_root)
     ws = open_workspace(cfg)
-    dataset = label.target_dataset(cfg, str(camvid_root))
+    dataset = mask_label.target_dataset(cfg, str(camvid_root))
     before = plan.plan(cfg, ws, dataset)
     name = before.names[before.image_ids[0]]
     path = camvid_root / "train" / name
     pixels = np.asarray(Image.open(path)).copy()
     pixels[0, 0] ^= 1
     Image.fromarray(pixels).save(path)
-    after = plan.plan(cfg, ws, label.target_dataset(cfg, str(camvid_root)))
+    after = plan.plan(cfg, ws, mask_label.target_dataset(cfg, str(camvid_root)))
     assert after.fingerprint != before.fingerprint
     assert after.names[after.image_ids[0]] == name or name in after.names.values()
 

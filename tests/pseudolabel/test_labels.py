@@ -5,7 +5,7 @@ import pytest
 from segloop.config import parse_config
 from segloop.data.classes import resolve_classes
 from segloop.errors import ConfigError
-from segloop.pseudolabel.labels import ABSTAIN, map_labels, sam_clip_labels
+from segloop.pseudolabel.label_mapping import ABSTAIN, map_labels, sam_clip_labels
 
 
 def test_labels_map_by_name_case_insensitively_or_by_class_map() -> None:

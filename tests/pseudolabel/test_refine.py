@@ -13,8 +13,8 @@ import pytest
 from segloop.config import Config, parse_config
 from segloop.context import open_workspace
 from segloop.errors import DataError
-from segloop.pseudolabel import image_label, label, refine, run, store
-from segloop.pseudolabel.labels import ABSTAIN
+from segloop.pseudolabel import finish, image_label, mask_label, refine, store
+from segloop.pseudolabel.label_mapping import ABSTAIN
 from tests.pseudolabel.conftest import image_method_plan
 
 
@@ -67,7 +67,7 @@ def test_an_interrupted_refinement_resumes_and_names_its_input(
     worker = image_label.make_worker(cfg, p, dataset)
     for k in p.todo:
         image_label.label_image_chunk(p, k, worker.segmenter, worker.targets, progress=False)
-    run.commit(cfg, ws, p, None, None)
+    finish.commit(cfg, ws, p, None, None)
     rel = "data/pseudolabels/maskdiffusion/round_000"
 
     r = refine.plan_refinement(cfg, ws, dataset, rel)
@@ -79,7 +79,7 @@ def test_an_interrupted_refinement_resumes_and_names_its_input(
     again = refine.plan_refinement(cfg, ws, dataset, rel)
     assert again.resumed and again.done == {0} and again.todo == [1]
     refine.refine_chunk(again, 1, refiner, progress=False)
-    info = run.commit(cfg, ws, again, None, None)
+    info = finish.commit(cfg, ws, again, None, None)
     assert info.tag == "pseudolabels/maskdiffusion-g4seg/r000"
     meta = json.loads((info.path / "round.json").read_text())
     assert meta["inputs"]["round"]["round"] == 0 and meta["labels"] == ["sky", "road", "car"]
@@ -90,7 +90,7 @@ def test_an_interrupted_refinement_resumes_and_names_its_input(
 def test_rounds_that_cannot_be_refined_are_explained(tmp_path: Path, camvid_root: Path) -> None:
     cfg = _config(tmp_path, camvid_root)
     ws = open_workspace(cfg)
-    dataset = label.target_dataset(cfg, str(camvid_root))
+    dataset = mask_label.target_dataset(cfg, str(camvid_root))
     with pytest.raises(DataError, match="not a pseudo-label round"):
         refine.plan_refinement(cfg, ws, dataset, "data/pseudolabels/usam/round_000")
     old = ws.root / "data/pseudolabels/usam/round_000"

@@ -11,7 +11,7 @@ import pytest
 
 from segloop.config import Config, parse_config
 from segloop.context import open_workspace
-from segloop.pseudolabel import heads, label, plan, run, store
+from segloop.pseudolabel import finish, heads, mask_label, plan, store
 from segloop.versioning import list_rounds, seed_rounds
 from tests.pseudolabel.conftest import write_embeddings, write_manifest
 
@@ -52,9 +52,9 @@ def workspace_cfg(tmp_path: Path) -> Config:
 
 
 def _label(cfg: Config, p: plan.PseudoPlan, chunks: list[int]) -> None:
-    scorer = label.make_scorer(cfg, p, root="")
+    scorer = mask_label.make_scorer(cfg, p, root="")
     for k in chunks:
-        label.label_chunk(cfg, p, k, scorer, progress=False)
+        mask_label.label_chunk(cfg, p, k, scorer, progress=False)
 
 
 def test_interrupted_run_resumes_then_commits_then_is_a_no_op(workspace_cfg: Config) -> None:
@@ -73,7 +73,7 @@ def test_interrupted_run_resumes_then_commits_then_is_a_no_op(workspace_cfg: Con
     assert heads.train_heads(cfg, again, progress=False)["tau"] == record["tau"]
     assert student.stat().st_mtime_ns == stamp  # loaded, not retrained
     _label(cfg, again, again.todo)
-    info = run.commit(cfg, ws, again, record, None)
+    info = finish.commit(cfg, ws, again, record, None)
     folder = ws.root / "data/pseudolabels/usam/round_000"
     assert info.path == folder and info.tag == "pseudolabels/usam/r000"
     assert len(list((folder / "labels").glob("*.png"))) == 5

@@ -11,7 +11,7 @@ import pytest
 from segloop.errors import DataError
 from segloop.pseudolabel import store
 from segloop.pseudolabel.image_label import soft_maps
-from segloop.pseudolabel.label import mask_soft_maps
+from segloop.pseudolabel.mask_label import mask_soft_maps
 
 
 def test_soft_maps_normalise_winning_labels_and_zero_the_others() -> None:

@@ -13,7 +13,7 @@ import pytest
 from segloop.config import Config, parse_config
 from segloop.data.manifest_dataset import ManifestDataset
 from segloop.errors import ConfigError, StoreError
-from segloop.synth import run, store
+from segloop.synth import steps, store
 
 
 def _config(**synth: Any) -> Config:
@@ -25,10 +25,10 @@ def _config(**synth: Any) -> Config:
     })
 
 
-def _generate(cfg: Config, out: str, pipe: Any = None, scorer: Any = None) -> run.SynthPlan:
-    plan = run.plan(cfg, out)
+def _generate(cfg: Config, out: str, pipe: Any = None, scorer: Any = None) -> steps.SynthPlan:
+    plan = steps.plan(cfg, out)
     for chunk in plan.chunks:
-        run.generate_chunk(cfg, out, chunk, pipe=pipe, scorer_=scorer, progress=False)
+        steps.generate_chunk(cfg, out, chunk, pipe=pipe, scorer_=scorer, progress=False)
     return plan
 
 
@@ -67,14 +67,14 @@ def test_same_config_and_seed_give_byte_identical_images(tmp_path: Path) -> None
 def test_interrupted_run_resumes_with_only_the_missing_images(tmp_path: Path) -> None:
     cfg = _config()
     out = str(tmp_path / "ds")
-    dying = CountingPipe(run.pipeline(cfg).pipe, limit=6)  # dies in its 4th batch
+    dying = CountingPipe(steps.pipeline(cfg).pipe, limit=6)  # dies in its 4th batch
     with pytest.raises(KeyboardInterrupt):
         _generate(cfg, out, pipe=dying)
     assert dying.images == 5 and len(_files(out)) == 5
-    counting = CountingPipe(run.pipeline(cfg).pipe)
+    counting = CountingPipe(steps.pipeline(cfg).pipe)
     plan = _generate(cfg, out, pipe=counting)
     assert plan.present == 5 and counting.images == 5
-    final = run.finalize(cfg, out)
+    final = steps.finalize(cfg, out)
     assert final["images"] == 10
     manifest = store.read_manifest(out)
     pairs = sorted(zip(manifest.column("label").to_pylist(),
@@ -83,18 +83,18 @@ def test_interrupted_run_resumes_with_only_the_missing_images(tmp_path: Path) ->
     for uri in manifest.column("image_uri").to_pylist():
         assert (Path(out) / uri).is_file()
     assert not (Path(out) / store.PARTS).exists()
-    assert run.plan(cfg, out).todo == 0
+    assert steps.plan(cfg, out).todo == 0
 
 
 def test_a_retried_chunk_makes_only_what_its_failed_try_left(tmp_path: Path) -> None:
     cfg = _config()
     out = str(tmp_path / "ds")
-    chunk = run.plan(cfg, out).chunks[0]  # 3 jobs, batches of 2
-    dying = CountingPipe(run.pipeline(cfg).pipe, limit=2)  # dies in its 2nd batch
+    chunk = steps.plan(cfg, out).chunks[0]  # 3 jobs, batches of 2
+    dying = CountingPipe(steps.pipeline(cfg).pipe, limit=2)  # dies in its 2nd batch
     with pytest.raises(KeyboardInterrupt):
-        run.generate_chunk(cfg, out, chunk, pipe=dying, progress=False)
-    counting = CountingPipe(run.pipeline(cfg).pipe)
-    stats = run.generate_chunk(cfg, out, chunk, pipe=counting, progress=False)  # the retry
+        steps.generate_chunk(cfg, out, chunk, pipe=dying, progress=False)
+    counting = CountingPipe(steps.pipeline(cfg).pipe)
+    stats = steps.generate_chunk(cfg, out, chunk, pipe=counting, progress=False)  # the retry
     assert counting.images == 1 and stats.accepted + stats.rejected == 1
     assert len(store.done_jobs(out)) == 3
 
@@ -107,11 +107,11 @@ def test_kill_between_compaction_and_part_deletion_keeps_rows_once(tmp_path: Pat
     _generate(cfg, out)
     parts = Path(out) / store.PARTS
     shutil.copytree(parts, tmp_path / "parts-copy")
-    run.finalize(cfg, out)
+    steps.finalize(cfg, out)
     # the kill: compaction wrote manifest.parquet, the parts were not deleted yet
     shutil.copytree(tmp_path / "parts-copy", parts)
     assert store.read_manifest(out).num_rows == 10 and len(store.done_jobs(out)) == 10
-    assert run.finalize(cfg, out)["images"] == 10
+    assert steps.finalize(cfg, out)["images"] == 10
     manifest = store.read_manifest(out)
     assert manifest.num_rows == 10 and not parts.exists()
     assert len(ManifestDataset(out)) == 10
@@ -121,7 +121,7 @@ def test_manifest_rows_superclasses_and_embed_input(tmp_path: Path) -> None:
     cfg = _config(negative_prompt="blurry")
     out = str(tmp_path / "ds")
     _generate(cfg, out)
-    run.finalize(cfg, out)
+    steps.finalize(cfg, out)
     rows = store.read_manifest(out).to_pylist()
     vehicle = [r for r in rows if r["label"] == "vehicle"]
     assert sorted({r["class_name"] for r in vehicle}) == ["bus", "car"]
@@ -155,7 +155,7 @@ def test_filter_drops_and_records_low_scores(tmp_path: Path) -> None:
     out = str(tmp_path / "ds")
     stub = StubScorer()
     _generate(cfg, out, scorer=stub)
-    final = run.finalize(cfg, out)
+    final = steps.finalize(cfg, out)
     assert stub.calls[0] == ["a photo of a cat", "a photo of a vehicle"]
     assert final["images"] == 5 and final["rejected"] == 5
     assert final["per_class"] == [
@@ -169,16 +169,16 @@ def test_filter_drops_and_records_low_scores(tmp_path: Path) -> None:
     assert all((Path(out) / r["image_uri"]).is_file() for r in rejects)
     kept = store.read_manifest(out).to_pylist()
     assert all(r["clip_score"] == pytest.approx(0.8) for r in kept)
-    assert run.plan(cfg, out).todo == 0  # rejects count as done: not regenerated
+    assert steps.plan(cfg, out).todo == 0  # rejects count as done: not regenerated
 
 
 def test_bad_configs_fail_clearly(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="synth.classes is empty"):
-        run.plan(parse_config({"synth": {}}), str(tmp_path / "x"))
+        steps.plan(parse_config({"synth": {}}), str(tmp_path / "x"))
     out = str(tmp_path / "ds")
     _generate(_config(images_per_class=1), out)
     with pytest.raises(StoreError, match="steps: 2 there, 3 now"):
-        run.plan(_config(images_per_class=1, steps=3), out)
+        steps.plan(_config(images_per_class=1, steps=3), out)
 
 
 def test_tiny_clip_filter_through_the_configured_loader(tmp_path: Path) -> None:
@@ -187,7 +187,7 @@ def test_tiny_clip_filter_through_the_configured_loader(tmp_path: Path) -> None:
                                    "clip": {"model_id": "tiny"}}})
     out = str(tmp_path / "ds")
     _generate(cfg, out)
-    final = run.finalize(cfg, out)
+    final = steps.finalize(cfg, out)
     rows = store.read_manifest(out).to_pylist() + store.read_rejects(out).to_pylist()
     assert final["images"] + final["rejected"] == 4 and len(rows) == 4
     assert all(0.0 <= r["clip_score"] <= 1.0 for r in rows)

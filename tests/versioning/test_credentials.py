@@ -9,7 +9,7 @@ import pytest
 
 from segloop.errors import RemoteError
 from segloop.versioning import init_workspace, version_path
-from segloop.versioning._run import redact
+from segloop.versioning.commands import redact
 from segloop.versioning.workspace import split_credentials
 
 SECRET = "s3cr3t-pw"

@@ -14,7 +14,7 @@ import pytest
 
 from segloop.errors import VersioningError
 from segloop.versioning import init_workspace, version_path, versioning_lock
-from segloop.versioning._run import git, recover_index_lock, timeout_for
+from segloop.versioning.commands import git, recover_index_lock, timeout_for
 
 
 def test_a_hung_git_is_stopped_with_its_helpers(tmp_path: Path,

@@ -19,7 +19,7 @@ from segloop.versioning import (
     version_path,
     versioning_lock,
 )
-from segloop.versioning._run import dvc
+from segloop.versioning.commands import dvc
 
 
 @pytest.fixture
@@ -149,7 +149,7 @@ def test_operations_refuse_a_folder_without_its_own_repo(tmp_path):
 
 
 def test_failing_command_reports_command_exit_code_and_hint(shared_ws):
-    from segloop.versioning._run import git as run_git
+    from segloop.versioning.commands import git as run_git
 
     with pytest.raises(VersioningError) as info:
         run_git(shared_ws.root, "rev-parse", "no-such-ref", hint="HINT-TEXT")

@@ -19,7 +19,7 @@ from PIL import Image
 
 from segloop.active.pool import Pool
 from segloop.errors import DataError
-from segloop.pseudolabel.labels import ABSTAIN
+from segloop.pseudolabel.label_mapping import ABSTAIN
 from segloop.pseudolabel.store import LABELS_DIR, read_round_meta
 
 

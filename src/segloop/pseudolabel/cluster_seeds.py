@@ -46,8 +46,8 @@ from segloop.pseudolabel import store
 from segloop.pseudolabel.cam_seeds import grow_seeds, normalise_maps, seeds_from_maps
 from segloop.pseudolabel.clustering import cluster_feature_map
 from segloop.pseudolabel.image_label import ImageTargets
-from segloop.pseudolabel.label import ChunkStats, load_target
-from segloop.pseudolabel.labels import ABSTAIN, LabelMapping
+from segloop.pseudolabel.label_mapping import ABSTAIN, LabelMapping
+from segloop.pseudolabel.mask_label import ChunkStats, load_target
 from segloop.pseudolabel.plan import (
     STAGING_DIR,
     PseudoPlan,

@@ -24,8 +24,8 @@ from segloop.data.base import Dataset, Sample
 from segloop.errors import ConfigError, DataError
 from segloop.faults import kill_point
 from segloop.pseudolabel import store
-from segloop.pseudolabel.label import ChunkStats, load_target
-from segloop.pseudolabel.labels import ABSTAIN
+from segloop.pseudolabel.label_mapping import ABSTAIN
+from segloop.pseudolabel.mask_label import ChunkStats, load_target
 from segloop.pseudolabel.plan import PseudoPlan
 
 

@@ -27,7 +27,7 @@ from segloop.embed.store import stored_schema
 from segloop.errors import ConfigError
 from segloop.pseudolabel import store
 from segloop.pseudolabel.bags import choose_labels, manifest_labels, mask_files
-from segloop.pseudolabel.labels import (
+from segloop.pseudolabel.label_mapping import (
     LabelMapping,
     map_labels,
     maskdiffusion_labels,

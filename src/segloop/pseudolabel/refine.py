@@ -31,8 +31,8 @@ from segloop.errors import ConfigError, DataError
 from segloop.faults import kill_point
 from segloop.pseudolabel import store
 from segloop.pseudolabel.image_label import ImageTargets
-from segloop.pseudolabel.label import ChunkStats, load_target
-from segloop.pseudolabel.labels import ABSTAIN, LabelMapping, map_labels
+from segloop.pseudolabel.label_mapping import ABSTAIN, LabelMapping, map_labels
+from segloop.pseudolabel.mask_label import ChunkStats, load_target
 from segloop.pseudolabel.plan import STAGING_DIR, PseudoPaths, PseudoPlan, dataset_images, settle
 from segloop.versioning import Workspace, ignore_in_workspace
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from segloop.faults import ENV as KILL_ENV
 from segloop.reliability import cases
-from segloop.versioning._run import dvc, git
+from segloop.versioning.commands import dvc, git
 
 REPO = Path(__file__).resolve().parents[3]
 TEMP_MARKERS = (".tmp", ".partial-")

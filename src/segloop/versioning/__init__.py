@@ -2,7 +2,7 @@
 
 A workspace is a git + DVC repository (see :func:`init_workspace`); every change to it
 runs under :func:`versioning_lock`. git and DVC run as subprocesses in the workspace
-root only (``segloop.versioning._run``).
+root only (``segloop.versioning.commands``).
 """
 
 from segloop.versioning import lineage

@@ -28,7 +28,7 @@ from typing import Any
 
 from segloop.data.json_io import dumps, write_json
 from segloop.errors import VersioningError
-from segloop.versioning._run import git_try
+from segloop.versioning.commands import git_try
 
 SUFFIX = ".lineage.json"
 SCHEMA = 1

@@ -24,7 +24,7 @@ import yaml
 from segloop.data.json_io import json_default
 from segloop.errors import VersioningError
 from segloop.faults import kill_point
-from segloop.versioning._run import dvc, dvc_ok, git, git_ok, git_try, require_repo
+from segloop.versioning.commands import dvc, dvc_ok, git, git_ok, git_try, require_repo
 from segloop.versioning.workspace import (
     REMOTE_NAME,
     Workspace,

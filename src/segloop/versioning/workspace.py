@@ -26,7 +26,7 @@ import filelock
 from segloop.data.images import write_bytes_atomic
 from segloop.errors import RemoteError, VersioningError
 from segloop.faults import kill_point
-from segloop.versioning._run import dvc, git, git_ok, git_try, redact, require_repo
+from segloop.versioning.commands import dvc, git, git_ok, git_try, redact, require_repo
 from segloop.versioning.lineage import lineage_file, write_record
 
 LOCK_NAME = ".segloop.lock"

@@ -19,8 +19,8 @@ from segloop.embed.store import read_embeddings
 from segloop.pseudolabel import store
 from segloop.pseudolabel.evaluate import PseudoLabelEvaluator
 from segloop.pseudolabel.figures import side_by_side
-from segloop.pseudolabel.label import load_target
-from segloop.pseudolabel.labels import ABSTAIN
+from segloop.pseudolabel.label_mapping import ABSTAIN
+from segloop.pseudolabel.mask_label import load_target
 from segloop.pseudolabel.plan import PseudoPlan
 
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 from segloop.config import Config
 from segloop.data.json_io import read_json
 from segloop.pseudolabel import store
-from segloop.pseudolabel.label import ChunkStats
+from segloop.pseudolabel.mask_label import ChunkStats
 from segloop.pseudolabel.plan import PseudoPaths, PseudoPlan, resolve_paths
 from segloop.runlock import output_lock
 from segloop.versioning import (
