@@ -21,12 +21,10 @@ from segloop.data.datasets import open_dataset
 from segloop.data.fs import read_bytes
 from segloop.data.images import write_bytes_atomic
 from segloop.data.parquet import read_table, write_table
-from segloop.data.schemas import LABEL_ROUND, MANIFEST
+from segloop.data.schemas import LABEL_ROUND, MANIFEST, MANIFEST_FILE
 from segloop.errors import ConfigError
 from segloop.faults import kill_point
 from segloop.versioning import RoundInfo, Workspace, commit_round, lineage, version_path
-
-MANIFEST_FILE = "manifest.parquet"
 
 
 @dataclass(frozen=True)

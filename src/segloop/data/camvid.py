@@ -7,13 +7,13 @@ and single-channel label PNGs with the same file names.
 from __future__ import annotations
 
 import posixpath
-import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from fsspec import AbstractFileSystem
 from tqdm import tqdm
 
+from segloop.data import temp_files
 from segloop.data.base import is_image_name
 from segloop.data.fs import join, url_to_fs
 from segloop.errors import DataError
@@ -117,7 +117,7 @@ def download_camvid(
             f"or copy the data by hand into {dest} ({_layout(splits)})"
         ) from err
     parent, name = posixpath.split(dst_path)
-    tmp = posixpath.join(parent, f".{name}.partial-{uuid.uuid4().hex[:12]}")
+    tmp = posixpath.join(parent, temp_files.temp_name(name, temp_files.PARTIAL_INFIX))
     try:
         _copy(src_fs, dst_fs, plan, tmp, progress, workers)
         for folder, files in plan.items():

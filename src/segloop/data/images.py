@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import io
 import posixpath
-import uuid
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from segloop.data import temp_files
 from segloop.data.classes import ClassSpec
 from segloop.data.fs import url_to_fs
 from segloop.errors import DISK_FULL_ERRNOS, DataError, disk_full_error
@@ -130,7 +130,7 @@ def write_bytes_atomic(
         raise DataError(
             f"cannot write {url}: a folder has that name; remove it or pick a file name"
         )
-    tmp = posixpath.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+    tmp = posixpath.join(parent, temp_files.temp_name(name))
     try:
         if parent:
             fs.makedirs(parent, exist_ok=True)

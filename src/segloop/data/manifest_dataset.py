@@ -13,10 +13,8 @@ from segloop.data.base import DatasetBase, Sample
 from segloop.data.classes import ClassSpec
 from segloop.data.fs import to_url, url_to_fs
 from segloop.data.parquet import read_table
-from segloop.data.schemas import MANIFEST, SYNTHETIC_MANIFEST, TABLE_KEY
+from segloop.data.schemas import MANIFEST, MANIFEST_FILE, SYNTHETIC_MANIFEST, TABLE_KEY
 from segloop.errors import DataError, StoreError
-
-MANIFEST_FILE = "manifest.parquet"
 
 
 class ManifestDataset(DatasetBase):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
 
+from segloop.data import temp_files
 from segloop.data.fs import to_url, url_to_fs
 from segloop.data.schemas import TABLES, TableSchema, check_metadata, get_schema
 from segloop.errors import DISK_FULL_ERRNOS, StoreError, disk_full_error
@@ -66,7 +66,7 @@ class TableWriter:
         if not base:
             raise StoreError(f"{self.url}: not a file name; give the URL of a .parquet file")
         self._parent = parent
-        self.tmp_path = posixpath.join(parent, f".{base}.tmp-{uuid.uuid4().hex}")
+        self.tmp_path = posixpath.join(parent, temp_files.temp_name(base))
         self._buffer: list[pa.Table] = []
         self._buffered_bytes = 0
         self._rows = 0

@@ -68,6 +68,9 @@ from segloop.data.table_schema import (  # noqa: F401  (re-exported)
     register,
 )
 
+MANIFEST_FILE = "manifest.parquet"
+"""The file name of a dataset's manifest table (real, synthetic) in its folder."""
+
 MANIFEST = "manifest"
 LABEL_ROUND = "label_round"
 SCORES = "scores"

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from segloop.data import rle
+from segloop.data import rle, temp_files
 from segloop.data.fs import join, url_to_fs
 from segloop.data.parquet import TableWriter, read_metadata, read_table
 from segloop.data.schemas import IMAGE_EMBEDDINGS, MASK_EMBEDDINGS, TableSchema
@@ -53,11 +53,7 @@ def sweep(out: str) -> list[str]:
     fs, root = url_to_fs(out)
     if not fs.exists(root):
         return []
-    removed = []
-    for path in fs.find(root):
-        if posixpath.basename(path).startswith(".") and ".tmp-" in path:
-            fs.rm(path)
-            removed.append(path)
+    removed = temp_files.sweep(out)
     masks_root = posixpath.join(root.rstrip("/"), "masks")
     images_root = posixpath.join(root.rstrip("/"), "images")
     for path in fs.find(images_root) if fs.exists(images_root) else []:

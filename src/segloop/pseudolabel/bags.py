@@ -25,9 +25,8 @@ import pyarrow.parquet as pq
 import torch
 
 from segloop.data.fs import join, to_url, url_to_fs
-from segloop.data.manifest_dataset import MANIFEST_FILE
 from segloop.data.parquet import read_table
-from segloop.data.schemas import SYNTHETIC_MANIFEST
+from segloop.data.schemas import MANIFEST_FILE, SYNTHETIC_MANIFEST
 from segloop.errors import ConfigError, DataError
 
 READ_ROWS = 2048  # rows per record batch (2048 x 1024 float16 = 4 MB)

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from segloop.data import json_io
+from segloop.data import json_io, temp_files
 from segloop.data.images import write_bytes_atomic, write_label_png
 from segloop.data.parquet import read_table, write_table
 from segloop.data.schemas import PSEUDOLABEL_MASKS, get_schema
@@ -74,8 +74,7 @@ def open_staging(staging: Path, fingerprint: str, settings: dict[str, Any]) -> b
 
 
 def _sweep(staging: Path) -> None:
-    for tmp in staging.rglob(".*.tmp-*"):
-        tmp.unlink(missing_ok=True)
+    temp_files.sweep(staging)
 
 
 def part_path(staging: Path, chunk: int) -> Path:

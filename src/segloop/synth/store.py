@@ -24,12 +24,12 @@ from typing import Any
 
 import pyarrow as pa
 
+from segloop.data import temp_files
 from segloop.data.fs import join, url_to_fs
 from segloop.data.parquet import read_table, write_table
-from segloop.data.schemas import SYNTHETIC_MANIFEST, SYNTHETIC_REJECTS
+from segloop.data.schemas import MANIFEST_FILE, SYNTHETIC_MANIFEST, SYNTHETIC_REJECTS
 from segloop.faults import kill_point
 
-MANIFEST_FILE = "manifest.parquet"
 REJECTS_FILE = "rejects.parquet"
 SETTINGS_FILE = "synth.json"
 PARTS = "_parts"
@@ -117,14 +117,7 @@ def compact(out: str) -> dict[str, int]:
 
 def sweep(out: str) -> list[str]:
     """Delete temporary files of killed writers under ``out``; returns them."""
-    fs, root = url_to_fs(out)
-    if not fs.exists(root):
-        return []
-    removed = [p for p in fs.find(root)
-               if posixpath.basename(p).startswith(".") and ".tmp" in posixpath.basename(p)]
-    for path in removed:
-        fs.rm(path)
-    return removed
+    return temp_files.sweep(out)
 
 
 def read_manifest(out: str) -> pa.Table:

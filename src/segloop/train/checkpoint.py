@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from segloop.data import temp_files
 from segloop.errors import DISK_FULL_ERRNOS, DataError, ModelNotFoundError, disk_full_error
 from segloop.faults import kill_point
 
@@ -25,9 +25,9 @@ def save_checkpoint(model: nn.Module, path: str | Path, meta: dict[str, Any]) ->
     caller holds its output's lock, so no other writer of this path is running)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+    for stale in path.parent.glob(f".{path.name}{temp_files.TEMP_INFIX}*"):
         stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    tmp = path.with_name(temp_files.temp_name(path.name))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     try:
         save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta, sort_keys=True)})

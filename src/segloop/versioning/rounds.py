@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from segloop.data import temp_files
 from segloop.data.json_io import json_default
 from segloop.errors import VersioningError
 from segloop.faults import kill_point
@@ -40,7 +40,6 @@ ROUND_DIR = "data/labels/round_{:03d}"
 ROUND_TAG = "labels/r{:03d}"
 METRICS_DIR = "metrics/rounds"
 
-_TMP_GLOB = ".round_*.tmp-*"
 log = logging.getLogger(__name__)
 
 
@@ -209,7 +208,7 @@ def record_round_metrics(ws: Workspace, number: int, metrics: dict[str, Any],
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_text(encoding="utf-8") != text:
-            tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+            tmp = path.with_name(temp_files.temp_name(path.name))
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, path)
         commit_paths(root, [rel], f"metrics: {kind.what} {number:03d}")
@@ -316,13 +315,11 @@ def _round_info(ws: Workspace, number: int, tag: str, created: bool,
 
 def _remove_stale_temp_dirs(labels_dir: Path) -> None:
     """Temp folders left by a crashed writer (we hold the lock: none are in use)."""
-    if labels_dir.is_dir():
-        for tmp in labels_dir.glob(_TMP_GLOB):
-            shutil.rmtree(tmp, ignore_errors=True)
+    temp_files.sweep(labels_dir, recursive=False)
 
 
 def _write_atomically(final: Path, number: int, write: Callable[[Path], None]) -> None:
-    tmp = final.parent / f".round_{number:03d}.tmp-{uuid.uuid4().hex}"
+    tmp = final.parent / temp_files.temp_name(f"round_{number:03d}")
     tmp.mkdir(parents=True)
     try:
         write(tmp)

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import filelock
 
+from segloop.data import temp_files
 from segloop.data.images import write_bytes_atomic
 from segloop.errors import RemoteError, VersioningError
 from segloop.faults import kill_point
@@ -43,7 +44,7 @@ _PUSH_HINT = (
 
 # temporary names of segloop's writers (``.<name>.tmp-<hex>``, ``.round_003.tmp-<hex>``,
 # ``.<name>.partial-<hex>``): a killed writer's leftover must never be versioned
-DVCIGNORE_PATTERNS = (".*.tmp*", ".*.partial-*")
+DVCIGNORE_PATTERNS = temp_files.IGNORE_PATTERNS
 _DVCIGNORE_HEADER = "# segloop: temporary files of interrupted writers"
 
 log = logging.getLogger(__name__)
