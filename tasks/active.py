@@ -13,6 +13,7 @@ from segloop.active import baseline, loop
 from segloop.active.selection import Selection
 from segloop.active.state import LabelState
 from segloop.config import Config
+from segloop.flows.events import emit_label_round
 from segloop.tasks._retry import transient
 from segloop.train.metrics import SegMetrics
 from segloop.versioning import RoundInfo
@@ -72,4 +73,7 @@ def simulate_labels(ctx: loop.ALContext, selection: Selection) -> dict[int, np.n
 def commit_labels(ctx: loop.ALContext, n: int, selection: Selection,
                   labels: dict[int, np.ndarray], strategy: str, annotator: str,
                   scores: Path | None) -> RoundInfo:
-    return loop.commit_labels(ctx, n, selection, labels, strategy, annotator, scores)
+    info = loop.commit_labels(ctx, n, selection, labels, strategy, annotator, scores)
+    if info.created:  # a trigger may start work on a new round (prefect.yaml)
+        emit_label_round(ctx.ws.root, n, info.tag, info.commit, annotator)
+    return info

@@ -152,6 +152,15 @@ def _cmd_labels(args: argparse.Namespace) -> int:
         info, skipped = human.import_round(ctx, args.path,
                                            allow_unlabelled=args.allow_unlabelled)
     print(f"round {info.number:03d} committed: {info.path} (tag {info.tag})")
+    if info.created:
+        from segloop.runtime import configure_offline
+
+        configure_offline(cfg.base.paths.prefect_home)
+        from segloop.flows.events import emit_label_round
+
+        if emit_label_round(ctx.ws.root, info.number, info.tag, info.commit, "human"):
+            print("  event segloop.label-round.committed sent to the Prefect server "
+                  "(deployments triggered by it start the next round)")
     if skipped:
         print(f"  {skipped} task(s) exported for earlier rounds were in the file and skipped")
     return 0
