@@ -2,8 +2,8 @@
 
 What a region-level query is worth depends on how well its regions follow the ground truth:
 a region that straddles two classes costs the annotator a wrong or a split label. This script
-scores each region source with the metrics of thesis 002 (eq. 3.9-3.12, ALGORITHMS.md
-section 4c) through :func:`segloop.active.regions.region_quality`.
+scores each region source with the metrics of Kim's dissertation (2022, eq. 3.9-3.12;
+docs/algorithms.md §4c) through :func:`segloop.active.regions.region_quality`.
 
 Protocol (fixed):
 
@@ -21,7 +21,7 @@ Protocol (fixed):
   1. ``slic``: :func:`slic_regions` at n_segments 25, 50, 100, 150 (compactness 10), run on
      the image at the evaluation resolution.
   2. ``cluster/lraspp-low+high`` and ``cluster/lraspp-high``: the greedy low-first
-     clustering (:func:`cluster_feature_map`, thesis 002) at tau 0.3, 0.5, 0.7 on the
+     clustering (:func:`cluster_feature_map`, Kim 2022) at tau 0.3, 0.5, 0.7 on the
      backbone features of the LR-ASPP MobileNetV3 that ``al_camvid.py`` trains with full
      supervision on CamVid train (96x128, 2000 steps, seed 0), read from its cache
      (``benchmarks/.cache/al_camvid/full/lraspp-2000-seed0.safetensors``; this script trains
@@ -46,7 +46,7 @@ Protocol (fixed):
      IoU with :func:`masks_to_regions`) with the *tiny random-weight* SAM, on the 96x128
      image, upsampled. Real SAM weights are not on this machine: this row checks plumbing
      and cost only and is no quality figure (``meaningful: false``). ``--no-sam`` skips it.
-- Reference: thesis 002 Table 3.5 (PASCAL VOC train, DINO ViT-B/8 keys for the clustering):
+- Reference: Kim 2022, Table 3.5 (PASCAL VOC train, DINO ViT-B/8 keys for the clustering):
   SLIC at 27.7 regions UE 0.164, ASA 0.92; clustering at tau 0.3, 28.6 regions, UE 0.083,
   ASA 0.960. VOC is not CamVid (other images and classes; VOC's ignore band along object
   outlines removes the hardest pixels), so compare trends at equal region counts, not values.
@@ -97,7 +97,9 @@ METRICS = ("ue", "asa", "br", "bp", "regions_per_image", "seconds_per_image")
 FIELDS = ("source", "setting", "resolution", *METRICS, "images", "meaningful", "note")
 NOT_QUALITY = "random weights: plumbing only, not a quality figure"
 REFERENCE = {
-    "source": "thesis 002 Table 3.5 (ALGORITHMS.md section 4c)",
+    "source": ("S. Kim, A Study on Weakly Supervised Semantic Segmentation Using Image "
+               "Masking and Clustering, Ph.D. dissertation, Seoul National University, 2022, "
+               "Table 3.5 (docs/algorithms.md §4c)"),
     "dataset": "PASCAL VOC 2012 train (not CamVid: compare trends at equal region counts)",
     "rows": [
         {"source": "slic", "setting": "", "regions_per_image": 27.7, "ue": 0.164,

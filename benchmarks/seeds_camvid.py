@@ -1,6 +1,6 @@
 """Seed quality on CamVid: pseudo-labels from the active-learning model's own softmax, with and
-without feature clustering + seeded region growing (thesis 002 ch. 3; ALGORITHMS.md
-section 3), scored against ground truth, and what training on them is worth (a benchmark,
+without feature clustering + seeded region growing (Kim 2022, ch. 3; docs/algorithms.md
+§3), scored against ground truth, and what training on them is worth (a benchmark,
 not a test).
 
 Real SAM / Stable Diffusion weights are not on this machine, so the seeds come from what the

@@ -1,15 +1,16 @@
 """The ``pseudolabel`` flow: semantic pseudo-labels (seeds) for target images.
 
 Methods: ``usam`` (a MIL head trained on the synthetic dataset's mask embeddings, then an
-uncertainty-distilled student; ALGORITHMS.md section 2), ``sam_clip`` (CLIP on each
-masked image), both on the SAM masks of an embed output, and ``maskdiffusion`` (a frozen
-Stable Diffusion's features and cross-attention, on the data section's images; section
-4b). ``pseudolabel.refine: g4seg`` then refines the round with G4Seg (section 4) into a
-round of its own, ``<method>-g4seg``; ``pseudolabel.refine_input`` refines a given round
-instead. The output is a seed round ``data/pseudolabels/<method>/round_NNN/``
-versioned like a label round; the active-learning flow can train on it
-(``active.pseudolabels``). A rerun with the same settings and inputs is a no-op; an
-interrupted run resumes (trained heads and labelled chunks are kept in a staging folder).
+uncertainty-distilled student; U-SAM, Kundu et al.; docs/algorithms.md §2), ``sam_clip``
+(CLIP on each masked image), both on the SAM masks of an embed output, and ``maskdiffusion``
+(a frozen Stable Diffusion's features and cross-attention, on the data section's images;
+Kawano and Aoki 2024; §4b). ``pseudolabel.refine: g4seg`` then refines the round with G4Seg
+(Zhang et al. 2025; §4) into a round of its own, ``<method>-g4seg``;
+``pseudolabel.refine_input`` refines a given round instead. The output is a seed round
+``data/pseudolabels/<method>/round_NNN/`` versioned like a label round; the active-learning
+flow can train on it (``active.pseudolabels``). A rerun with the same settings and inputs
+is a no-op; an interrupted run resumes (trained heads and labelled chunks are kept in a
+staging folder).
 """
 
 from __future__ import annotations

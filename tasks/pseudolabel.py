@@ -11,13 +11,13 @@ from prefect.cache_policies import NO_CACHE
 from segloop.config import Config
 from segloop.pseudolabel import (
     cluster_seeds,
+    finish,
     heads,
     image_label,
-    label,
+    mask_label,
     plan,
     refine,
-    run,
-    score,
+    round_report,
 )
 from segloop.tasks._common import locate_data, open_workspace  # noqa: F401  (re-exported)
 from segloop.tasks._retry import transient
@@ -31,9 +31,9 @@ def make_plan(cfg: Config, ws: Workspace, root: str) -> plan.PseudoPlan:
     if cfg.pseudolabel.method == "clusters":
         needs_images = cfg.pseudolabel.clusters.features != "sam"
         return cluster_seeds.plan_clusters(
-            cfg, ws, label.target_dataset(cfg, root) if needs_images else None)
+            cfg, ws, mask_label.target_dataset(cfg, root) if needs_images else None)
     images = cfg.pseudolabel.method in plan.IMAGE_METHODS
-    return plan.plan(cfg, ws, label.target_dataset(cfg, root) if images else None)
+    return plan.plan(cfg, ws, mask_label.target_dataset(cfg, root) if images else None)
 
 
 @task(name="train-usam-heads", cache_policy=NO_CACHE, tags=["gpu"], retries=1,
@@ -44,18 +44,19 @@ def train_heads(cfg: Config, p: plan.PseudoPlan) -> dict[str, Any]:
 
 @task(name="label-chunk", cache_policy=NO_CACHE, tags=["gpu"], retries=1,
       retry_delay_seconds=10, retry_condition_fn=transient)
-def label_chunk(cfg: Config, p: plan.PseudoPlan, root: str, k: int) -> label.ChunkStats:
+def label_chunk(cfg: Config, p: plan.PseudoPlan, root: str, k: int) -> mask_label.ChunkStats:
     if p.method == "clusters":
         needs_images = cfg.pseudolabel.clusters.features != "sam"
         worker = _per_round(p, lambda: cluster_seeds.make_worker(
-            cfg, p, label.target_dataset(cfg, root) if needs_images else None))
+            cfg, p, mask_label.target_dataset(cfg, root) if needs_images else None))
         return cluster_seeds.cluster_chunk(p, k, worker)
     if p.method in plan.IMAGE_METHODS:
         images = _per_round(p, lambda: image_label.make_worker(
-            cfg, p, label.target_dataset(cfg, root)))
+            cfg, p, mask_label.target_dataset(cfg, root)))
         return image_label.label_image_chunk(p, k, images.segmenter, images.targets,
                                              image_label.abstain_below(cfg))
-    return label.label_chunk(cfg, p, k, _per_round(p, lambda: label.make_scorer(cfg, p, root)))
+    scorer = _per_round(p, lambda: mask_label.make_scorer(cfg, p, root))
+    return mask_label.label_chunk(cfg, p, k, scorer)
 
 
 _WORKERS: dict[tuple[str, int], Any] = {}
@@ -73,30 +74,30 @@ def _per_round(p: plan.PseudoPlan, make: Callable[[], Any]) -> Any:
 
 @task(name="plan-refinement", cache_policy=NO_CACHE)
 def plan_refinement(cfg: Config, ws: Workspace, root: str, rel: str) -> plan.PseudoPlan:
-    return refine.plan_refinement(cfg, ws, label.target_dataset(cfg, root), rel)
+    return refine.plan_refinement(cfg, ws, mask_label.target_dataset(cfg, root), rel)
 
 
 @task(name="refine-chunk", cache_policy=NO_CACHE, tags=["gpu"], retries=1,
       retry_delay_seconds=10, retry_condition_fn=transient)
 def refine_chunk(cfg: Config, p: plan.PseudoPlan, ws: Workspace, root: str, k: int
-                 ) -> label.ChunkStats:
+                 ) -> mask_label.ChunkStats:
     refiner = _per_round(p, lambda: refine.make_refiner(
-        cfg, p, label.target_dataset(cfg, root), ws.root))
+        cfg, p, mask_label.target_dataset(cfg, root), ws.root))
     return refine.refine_chunk(p, k, refiner)
 
 
 @task(name="evaluate-round", cache_policy=NO_CACHE)
 def evaluate(cfg: Config, p: plan.PseudoPlan, root: str) -> dict[str, Any] | None:
-    return score.evaluate_round(cfg, p, label.target_dataset(cfg, root))
+    return round_report.evaluate_round(cfg, p, mask_label.target_dataset(cfg, root))
 
 
 @task(name="commit-round", cache_policy=NO_CACHE, retries=1,
       retry_condition_fn=transient)
 def commit(cfg: Config, ws: Workspace, p: plan.PseudoPlan, training: dict[str, Any] | None,
            metrics: dict[str, Any] | None) -> RoundInfo:
-    return run.commit(cfg, ws, p, training, metrics)
+    return finish.commit(cfg, ws, p, training, metrics)
 
 
 @task(name="confirm-round", cache_policy=NO_CACHE)
 def confirm(ws: Workspace, p: plan.PseudoPlan) -> dict[str, Any] | None:
-    return run.confirm(ws, p)
+    return finish.confirm(ws, p)

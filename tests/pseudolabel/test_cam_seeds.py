@@ -1,4 +1,4 @@
-"""Seeds from class maps and seeded region growing (thesis 002 eq. 3.3-3.7), by hand."""
+"""Seeds from class maps and seeded region growing (Kim 2022, eq. 3.3-3.7), by hand."""
 
 from __future__ import annotations
 

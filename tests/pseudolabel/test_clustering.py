@@ -1,4 +1,4 @@
-"""Greedy low-first clustering (thesis 002 ch. 3.3.1) on hand-checkable 2-D unit vectors.
+"""Greedy low-first clustering (Kim 2022, ch. 3.3.1) on hand-checkable 2-D unit vectors.
 
 With 2-D unit vectors at angles t_p, A[p, q] = cos(t_p - t_q): B[p, q] = 1 iff the angle
 gap is under 90 degrees, and q joins seed p at tau = 0.3 iff the gap is under ~72.5.

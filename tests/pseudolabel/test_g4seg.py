@@ -1,4 +1,4 @@
-"""G4Seg refinement (ALGORITHMS.md section 4): diffusion maths, correspondence, mixing, flow."""
+"""G4Seg refinement (docs/algorithms.md §4): diffusion maths, correspondence, mixing, flow."""
 
 from __future__ import annotations
 

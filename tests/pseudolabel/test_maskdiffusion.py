@@ -1,4 +1,5 @@
-"""MaskDiffusion (ALGORITHMS.md 4b): pure steps on constructed tensors, then the tiny pipeline."""
+"""MaskDiffusion (docs/algorithms.md §4b): pure steps on constructed tensors, then the tiny
+pipeline."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from segloop.pseudolabel.usam import (
 )
 
 C, D, LATENT = 3, 20, 16
-LOW_CONFIDENCE = 0.5  # the default inference confidence (ALGORITHMS.md section 2, step 7)
+LOW_CONFIDENCE = 0.5  # the default inference confidence (docs/algorithms.md §2, step 7)
 
 
 def make_bags(rng: np.random.Generator, per_class: int, means: np.ndarray,

@@ -1,4 +1,4 @@
-"""Balanced seed loss (thesis 002 eq. 3.8) against hand-computed values."""
+"""Balanced seed loss (Kim 2022, eq. 3.8) against hand-computed values."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ def test_consistency_loss_by_hand() -> None:
 
 
 def test_uncertainty_loss_is_the_mean_uig_of_valid_pixels() -> None:
-    # softmax (0.6, 0.1, 0.3) has UIG 0.49 (ALGORITHMS.md worked check)
+    # softmax (0.6, 0.1, 0.3) has UIG 0.49 (worked check, docs/algorithms.md §1)
     p = torch.tensor([0.6, 0.1, 0.3])
     logits = torch.log(p).view(1, 3, 1, 1).repeat(1, 1, 1, 2)
     logits[0, :, 0, 1] = torch.tensor([5.0, 5.0, 5.0])  # uniform: UIG 1, but not valid

@@ -2,7 +2,7 @@
 
 Inputs are softmax probabilities ``probs`` (B, C, H, W) floating (C >= 2) or Monte-Carlo
 samples ``mc`` (T, B, C, H, W). For every strategy a higher score means more uncertain,
-so it is labelled first. UIG follows docs ALGORITHMS.md section 1 (thesis 000, ch. 3).
+so it is labelled first. UIG follows Kawano et al. 2022 (docs/algorithms.md §1).
 Strategy ``"random"`` has no score map: draw scores with :func:`random_scores`.
 """
 

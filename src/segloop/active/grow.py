@@ -1,4 +1,4 @@
-"""Seeded region growing of sparse labels (thesis 002 ch. 3, step 4; ALGORITHMS.md sec. 3).
+"""Seeded region growing of sparse labels (Kim 2022, ch. 3; docs/algorithms.md §3, step 4).
 
 A labelled region spreads its class to a neighbouring, unqueried region when the model is
 sure of it there: the region's mean softmax has that class as its argmax with a score

@@ -117,9 +117,9 @@ def region_quality(
       accuracy of giving each region its dominant class.
     - ``ue`` = sum_k (n_k - max_i O[k, i]) / N (the brief's definition; equals 1 - asa).
     - ``ue_np`` = sum_k sum_i min(O[k, i], n_k - O[k, i]) / N: Neubert and Protzel's
-      undersegmentation error, thesis 002 eq. 3.9 (comparable to its UE 0.083).
+      undersegmentation error, Kim 2022, eq. 3.9 (comparable to its UE 0.083).
 
-    - ``br`` (boundary recall, thesis 002 eq. 3.10) = share of ground-truth boundary
+    - ``br`` (boundary recall, Kim 2022, eq. 3.10) = share of ground-truth boundary
       pixels with a region boundary pixel within ``epsilon`` pixels (Chebyshev distance:
       a (2 epsilon + 1)^2 square; the thesis writes ``< epsilon`` with its own contours, so
       values are comparable, not identical); ``bp`` (boundary precision, eq. 3.11) = share

@@ -1,5 +1,5 @@
 """Region units from SAM: the embed flow's masks painted into one region map per image, or
-its image embeddings clustered by thesis 002's greedy low-first rule."""
+its image embeddings clustered by Kim 2022's greedy low-first rule (docs/algorithms.md §3)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Budgeted selection of labelling units (whole images or regions).
 
-Cost is counted honestly (docs ALGORITHMS.md section 5): a unit costs its pixels, plus
+Cost is counted honestly (docs/algorithms.md §5): a unit costs its pixels, plus
 ``click_cost_pixels`` if it is a region (one click to point at it). A pixel budget caps
 the summed cost; a unit budget caps the number of units. Selection is greedy by score and
 never exceeds the budget: a unit that does not fit is skipped and the next one is tried.

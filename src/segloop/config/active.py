@@ -28,8 +28,9 @@ class SemiConfig(Section):
     cutmix: bool = Field(True, description="CutMix the strong view (French et al. 2020)")
     color_jitter: float = Field(0.4, ge=0.0, lt=1.0, description="brightness, contrast, "
                                 "saturation jitter of the strong view")
-    uncertainty_weight: float = Field(0.0, ge=0.0, description="thesis 000 ch. 4 UIG loss "
-                                      "on unlabelled pixels (the thesis uses 0.01); 0 = off")
+    uncertainty_weight: float = Field(0.0, ge=0.0, description="UIG loss on "
+                                      "unlabelled pixels (docs/algorithms.md §1; Kawano's "
+                                      "thesis uses 0.01); 0 = off")
 
 
 class TrainConfig(Section):
@@ -56,7 +57,7 @@ class TrainConfig(Section):
         "their labelled pixels (sparse region labels are not starved)")
     loss: Literal["ce", "balanced_seed"] = Field(
         "ce", description="ce: cross-entropy over labelled pixels (class_weights apply); "
-        "balanced_seed: thesis 002's seed loss, background and foreground pixels each "
+        "balanced_seed: Kim 2022's seed loss, background and foreground pixels each "
         "averaged on their own (for training on sparse seeds)")
     seed_background: int | None = Field(
         None, ge=0, le=254, description="loss balanced_seed: the background class id "
@@ -70,7 +71,7 @@ class RegionConfig(Section):
     source: Literal["slic", "sam", "clusters"] = Field(
         "slic", description="slic: superpixels; sam: the embed flow's masks of the pool "
         "images (painted by predicted IoU; set sam_embeddings); clusters: the greedy "
-        "low-first clustering of SAM's image embeddings (thesis 002; set sam_embeddings, "
+        "low-first clustering of SAM's image embeddings (Kim 2022; set sam_embeddings, "
         "embedded with embed.image_embeddings: true)")
     n_segments: int = Field(150, ge=2, description="SLIC superpixels per image (approx.)")
     compactness: float = Field(10.0, gt=0)
@@ -82,7 +83,7 @@ class RegionConfig(Section):
         4, ge=1, description="at most this many regions of one image per round (queries "
         "spread over many images); null = no cap")
     grow: bool = Field(True, description="grow labelled regions into neighbouring regions "
-                       "the model is sure of (thesis 002 ch. 3); grown pixels train, never "
+                       "the model is sure of (Kim 2022, ch. 3); grown pixels train, never "
                        "count as labelled")
     grow_beta: float = Field(0.7, gt=0.0, lt=1.0, description="mean class score a "
                              "neighbouring region needs to be grown into")

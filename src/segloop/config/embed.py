@@ -10,7 +10,7 @@ from segloop.config.section import Section
 
 
 class EmbedConfig(Section):
-    """SAM mask embeddings to Parquet (ALGORITHMS.md section 2): the ``embed`` flow."""
+    """SAM mask embeddings to Parquet (U-SAM; docs/algorithms.md §2, step 2): the ``embed`` flow."""
 
     output: str = Field(
         "data/embeddings/{name}", description="Inside the workspace; {name} = data.name.")

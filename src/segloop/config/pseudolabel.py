@@ -10,8 +10,8 @@ from segloop.config.section import Section
 
 
 class USamConfig(Section):
-    """The U-SAM head (ALGORITHMS.md section 2, steps 3-6); the paper leaves the width and
-    the number of epochs open, ALGORITHMS.md fixes the rest."""
+    """The U-SAM head (U-SAM, Kundu et al.; docs/algorithms.md §2, steps 3-6); the paper
+    leaves the width, the number of epochs and tau open: segloop's choices are these defaults."""
 
     hidden: int = Field(512, ge=1, description="MLP width")
     layers: int = Field(4, ge=2, description="MLP layers (U-SAM: 4)")
@@ -33,7 +33,7 @@ class USamConfig(Section):
 
 
 class SamClipConfig(Section):
-    """The SAM+CLIP baseline (ALGORITHMS.md section 2, step 8); CLIP from models.clip."""
+    """The SAM+CLIP baseline (U-SAM; docs/algorithms.md §2, step 8); CLIP from models.clip."""
 
     template: str = Field("a photo of a {c}", pattern=r"\{c\}")
     score: Literal["cosine", "probability"] = Field(
@@ -46,7 +46,7 @@ class SamClipConfig(Section):
 
 
 class MaskDiffusionConfig(Section):
-    """MaskDiffusion (ALGORITHMS.md section 4b, thesis 000 ch. 5): one UNet pass of the
+    """MaskDiffusion (Kawano and Aoki 2024; docs/algorithms.md §4b): one UNet pass of the
     image with a prompt listing every class; segloop.pseudolabel.maskdiffusion documents
     each choice. The pipeline is ``models.diffusion``."""
 
@@ -72,7 +72,7 @@ class MaskDiffusionConfig(Section):
 
 
 class G4SegConfig(Section):
-    """G4Seg refinement (ALGORITHMS.md section 4, paper 003) of a seed round's soft maps;
+    """G4Seg refinement (Zhang et al. 2025; docs/algorithms.md §4) of a seed round's soft maps;
     segloop.pseudolabel.g4seg documents each choice. Pipeline: ``models.diffusion``; dense
     correspondence: ``models.clip``."""
 
@@ -97,8 +97,8 @@ class G4SegConfig(Section):
 
 
 class ClustersConfig(Section):
-    """Seeds by feature clustering and seeded region growing (ALGORITHMS.md section 3,
-    thesis 002 ch. 3): SAM image embeddings clustered into superpixels, seeds from a seed
+    """Seeds by feature clustering and seeded region growing (Kim 2022, ch. 3;
+    docs/algorithms.md §3): SAM image embeddings clustered into superpixels, seeds from a seed
     round's soft maps, grown over the superpixels."""
 
     coarse: str | None = Field(

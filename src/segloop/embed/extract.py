@@ -1,4 +1,4 @@
-"""SAM grid-mode extraction (ALGORITHMS.md section 2, step 2): one output per point prompt.
+"""SAM grid-mode extraction (U-SAM; docs/algorithms.md §2, step 2): one output per point prompt.
 
 Every step calls segment-anything's own modules in the order ``SamPredictor`` does:
 ``ResizeLongestSide`` + ``Sam.preprocess`` + ``image_encoder`` once per image (batched

@@ -8,8 +8,8 @@ Two context managers, both leaving the UNet exactly as they found it:
   processor *delegates the layer output to the processor it replaced* (so the UNet output is
   unchanged, bit for bit), and in addition records the pre-softmax logits
   ``Q K^T * attn.scale`` of a few text-token columns, averaged over heads, for MaskDiffusion
-  (ALGORITHMS.md section 4b, thesis 000 eq. 5.4). The original processors are put back on
-  exit, also after an error.
+  (Kawano and Aoki 2024, eq. 5.4; docs/algorithms.md §4b). The original processors are put
+  back on exit, also after an error.
 * :func:`capture_block_outputs` records the outputs of chosen ``unet.up_blocks`` through
   forward hooks, removed on exit.
 

@@ -1,6 +1,6 @@
 """Mask injection into a diffusers UNet's attention (DenseDiffusion-style, G4Seg eq. 3-5).
 
-G4Seg (paper 003, section II-C1) steers one denoising call with a coarse mask S by adding
+G4Seg (Zhang et al. 2025, section II-C1) steers one denoising call with a coarse mask S by adding
 ``w * A`` to the pre-softmax attention logits of every attention layer:
 
 * cross-attention (``attn2``, image queries x text keys):

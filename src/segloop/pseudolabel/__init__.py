@@ -1,1 +1,1 @@
-"""Pseudo-labels and seeds from SAM mask embeddings (ALGORITHMS.md section 2)."""
+"""Pseudo-labels and seeds from SAM mask embeddings (U-SAM; docs/algorithms.md §2)."""

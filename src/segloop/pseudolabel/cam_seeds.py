@@ -1,5 +1,5 @@
-"""Seeds from coarse class maps and superpixel-guided seeded region growing (thesis 002
-ch. 3.3.2-3.3.3, eq. 3.3-3.7; ALGORITHMS.md section 3, steps 3-4).
+"""Seeds from coarse class maps and superpixel-guided seeded region growing (Kim 2022,
+ch. 3.3.2-3.3.3, eq. 3.3-3.7; docs/algorithms.md §3, steps 3-4).
 
 1. :func:`normalise_maps` scales each present class map to [0, 1].
 2. :func:`seeds_from_maps`: confident foreground where max_c M_c > alpha (label of the
@@ -84,7 +84,7 @@ def seeds_from_maps(
     background: int | None = None,
     ignore_index: int = 255,
 ) -> np.ndarray:
-    """Initial seeds from foreground class maps (thesis 002 eq. 3.4-3.5).
+    """Initial seeds from foreground class maps (Kim 2022, eq. 3.4-3.5).
 
     Args:
         maps: (C, H, W) float in [0, 1] (see :func:`normalise_maps`), foreground classes
@@ -156,7 +156,7 @@ def grow_seeds(
     beta: float = 0.7,
     ignore_index: int = 255,
 ) -> np.ndarray:
-    """Superpixel-guided seeded region growing (thesis 002 eq. 3.6-3.7).
+    """Superpixel-guided seeded region growing (Kim 2022, eq. 3.6-3.7).
 
     For each region, take its pixels that are not seeds (seeds == ignore_index) and the
     mean probability of each class over them; if the highest mean (ties: the lowest class)

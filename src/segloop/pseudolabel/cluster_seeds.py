@@ -1,5 +1,5 @@
 """Seeds by feature clustering and seeded region growing (``pseudolabel.method: clusters``;
-ALGORITHMS.md section 3, thesis 002 ch. 3).
+Kim 2022, ch. 3; docs/algorithms.md §3).
 
 Input: a committed seed round with soft score maps (``pseudolabel.clusters.coarse``; any
 method: U-SAM, SAM+CLIP, MaskDiffusion, a G4Seg refinement) for the coarse class maps,

@@ -1,5 +1,5 @@
-"""Greedy "low-first" feature clustering into superpixels (thesis 002 ch. 3.3.1;
-ALGORITHMS.md section 3, steps 1-2).
+"""Greedy "low-first" feature clustering into superpixels (Kim 2022, ch. 3.3.1;
+docs/algorithms.md §3, steps 1-2).
 
 Per-patch features f_p (e.g. DINO keys or SAM's image embedding) are L2-normalised;
 A = f f^T is their cosine similarity and B = [A > 0] links patches with a positive one.
@@ -29,7 +29,7 @@ MAX_POINTS = 16384
 def greedy_clusters(
     features: np.ndarray, tau: float = 0.3, max_points: int = MAX_POINTS
 ) -> np.ndarray:
-    """Cluster N feature vectors greedily, lowest-degree seed first (thesis 002 eq. 3.1-3.2).
+    """Cluster N feature vectors greedily, lowest-degree seed first (Kim 2022, eq. 3.1-3.2).
 
     Args:
         features: (N, D) float, one row per patch; rows are L2-normalised here, so only

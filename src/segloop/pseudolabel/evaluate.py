@@ -1,4 +1,4 @@
-"""Scores of pseudo-label maps against ground truth (ALGORITHMS.md section 6, U-SAM mAP50).
+"""Scores of pseudo-label maps against ground truth (docs/algorithms.md §6, U-SAM mAP50).
 
 Definitions (pixels whose ground truth is ``ignore_index``, or not a class id 0..C-1, are
 left out of everything):

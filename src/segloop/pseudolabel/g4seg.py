@@ -1,6 +1,6 @@
 """G4Seg: refine a coarse per-class foreground map with one mask-conditioned SD step.
 
-ALGORITHMS.md section 4, paper 003. No training; one class at a time:
+G4Seg, Zhang et al. 2025; docs/algorithms.md §4. No training; one class at a time:
 
 1. resize the image to ``resolution`` (square), VAE-encode ``z0 = mean * scaling_factor``,
    noise once to ``t`` (:func:`noise_latent`);
@@ -40,7 +40,7 @@ PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction")
 
 @dataclass(frozen=True)
 class G4SegSettings:
-    """G4Seg's settings (paper 003, section III and appendix).
+    """G4Seg's settings (Zhang et al. 2025, section III and appendix).
 
     * ``timestep``: the single noise level, of the scheduler's 1000 training steps (paper:
       400, best of 100..700 in its Fig. 4).

@@ -111,7 +111,7 @@ def labels_from_scores(scores: np.ndarray, class_ids: np.ndarray,
 def soft_maps(scores: np.ndarray) -> np.ndarray:
     """(C, H, W) raw scores -> (C, H, W) float32 per-label maps in [0, 1]: each label that
     wins at least one pixel min-max normalised over the image (as class activation maps
-    are, thesis 002), the others 0. These are the round's ``scores/`` (G4Seg's coarse
+    are, Kim 2022), the others 0. These are the round's ``scores/`` (G4Seg's coarse
     maps, the clustering seeds' class maps)."""
     arr = np.asarray(scores, np.float32)
     out = np.zeros_like(arr)

@@ -1,4 +1,4 @@
-"""Labelling target images: per-mask class scores -> keep, NMS, paint (ALGORITHMS.md s. 2.7).
+"""Labelling target images: per-mask scores -> keep, NMS, paint (docs/algorithms.md §2, step 7).
 
 U-SAM scores a mask with its head's softmax over the labels (from the stored embedding
 alone); SAM+CLIP scores the masked image against "a photo of a {c}" texts (it needs the

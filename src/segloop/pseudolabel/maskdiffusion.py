@@ -1,7 +1,7 @@
 """MaskDiffusion: training-free open-vocabulary segmentation with a frozen Stable Diffusion.
 
-ALGORITHMS.md section 4b (thesis 000 ch. 5, eq. 5.3-5.5). For an image and candidate class
-names:
+Kawano and Aoki 2024 (Kawano's thesis ch. 5, eq. 5.3-5.5; docs/algorithms.md §4b). For an
+image and candidate class names:
 
 1. resize the image to a ``resolution`` x ``resolution`` square (aspect ratio not kept; the
    scores are resized back to the image's own size at the end), VAE-encode it

@@ -1,4 +1,4 @@
-"""U-SAM losses and rules (ALGORITHMS.md section 2, steps 4-6): pure torch functions.
+"""U-SAM losses and rules (Kundu et al.; docs/algorithms.md §2, steps 4-6): pure torch functions.
 
 Shapes: B images per batch, d masks per image, C classes. ``logits`` are the head's outputs
 o_i per mask, (B, d, C) float; ``targets`` are multi-hot image labels, (B, C) float in {0, 1}.

@@ -1,4 +1,4 @@
-"""Turn per-mask class scores into a label map (ALGORITHMS.md section 2 step 7).
+"""Turn per-mask class scores into a label map (U-SAM; docs/algorithms.md §2, step 7).
 
 Per image there are d SAM masks (one per grid point) and a (d, C) score per mask (softmax
 probabilities for U-SAM, cosine similarities for SAM+CLIP; the rule is the same):

@@ -1,4 +1,4 @@
-"""The SAM+CLIP baseline's scores (ALGORITHMS.md section 2 step 8; U-SAM "Additional baseline").
+"""The SAM+CLIP baseline's scores (U-SAM's "Additional baseline"; docs/algorithms.md §2, step 8).
 
 For each SAM mask of an image, the masked image (pixels outside the mask set to ``fill``,
 optionally cropped to the mask's padded bounding box) goes through CLIP's image tower; its

@@ -1,5 +1,6 @@
 """The U-SAM head: an MLP per mask embedding, trained as teacher (MIL) and student (MIL plus
-uncertainty distillation), and its predictions (ALGORITHMS.md section 2, steps 3-7).
+uncertainty distillation), and its predictions (U-SAM, Kundu et al.;
+docs/algorithms.md §2, steps 3-7).
 
 Training data comes from a caller-supplied ``batches(epoch)`` iterator of
 ((B, d, in_dim) float mask embeddings, (B, C) multi-hot float targets); float16 embeddings

@@ -1,1 +1,2 @@
-"""Synthetic images of user-named classes with Stable Diffusion (ALGORITHMS.md section 2)."""
+"""Synthetic images of user-named classes with Stable Diffusion (U-SAM;
+docs/algorithms.md §2, step 1)."""

@@ -56,7 +56,7 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: 
 
     ``logits`` (B, C, H, W) float, ``labels`` (B, H, W) long with ``ignore_index`` for
     unlabelled pixels (partial labels from region rounds train only where labelled).
-    ``settings.loss`` "balanced_seed": thesis 002's balanced seed loss instead (background
+    ``settings.loss`` "balanced_seed": Kim 2022's balanced seed loss instead (background
     ``settings.seed_background`` and foreground pixels averaged apart; no class weights).
     """
     if settings is not None and settings.loss == "balanced_seed":

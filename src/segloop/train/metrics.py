@@ -1,4 +1,4 @@
-"""Segmentation metrics from one confusion matrix over a whole split (ALGORITHMS.md s. 6)."""
+"""Segmentation metrics from one confusion matrix over a whole split (docs/algorithms.md §6)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Balanced seed loss (thesis 002 eq. 3.8, after Kolesnikov and Lampert's SEC; ALGORITHMS.md
-section 3, step 5).
+"""Balanced seed loss (Kim 2022, eq. 3.8, after Kolesnikov and Lampert's SEC;
+docs/algorithms.md §3, step 5).
 
 Seeds are sparse: a background superpixel may hold far more pixels than the foreground
 seeds. Each of the two groups is therefore averaged on its own, so the foreground pixels

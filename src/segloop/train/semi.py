@@ -4,9 +4,9 @@ teacher on a weak view, learnt on a strong view (CutMix + colour jitter).
 FixMatch-style weak/strong consistency (Sohn et al. 2020) with CutMix perturbation (French
 et al. 2020), as UniMatch (Yang et al. 2023) does for segmentation, with a mean teacher
 (Tarvainen and Valpola 2017) for steadier pseudo-labels when training from scratch. The
-thesis' uncertainty loss (000 ch. 4, eq. 4.1-4.2: mean per-pixel UIG of the softmax) can
-be added on the unlabelled pixels. Pseudo-labels are never labels: they are not counted,
-stored or costed anywhere.
+UIG uncertainty loss (Kawano's thesis ch. 4, eq. 4.1-4.2: mean per-pixel UIG of the softmax;
+docs/algorithms.md §1) can be added on the unlabelled pixels. Pseudo-labels are never
+labels: they are not counted, stored or costed anywhere.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class SemiSettings:
     the steps to full at ``start_fraction + ramp_fraction`` (before ``start_fraction`` no
     unlabelled batch is drawn at all, so early steps cost what supervised ones do).
     ``threshold``: a teacher pixel whose top probability is below it is not learnt from.
-    ``uncertainty_weight``: thesis 000's L_unc on the unlabelled pixels (0 = off).
+    ``uncertainty_weight``: the UIG loss L_unc on the unlabelled pixels (0 = off).
     """
 
     weight: float = 1.0
@@ -118,7 +118,7 @@ def color_jitter(x: torch.Tensor, strength: float, generator: torch.Generator) -
 
 
 def uncertainty_loss(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Thesis 000 eq. 4.1-4.2: mean over ``valid`` pixels of UIG(softmax(logits)).
+    """Kawano's thesis eq. 4.1-4.2: mean over ``valid`` pixels of UIG(softmax(logits)).
 
     ``logits`` (B, C, H, W), ``valid`` (B, H, W) bool; 0 (with grad) where none is valid."""
     from segloop.active.acquisition import uig
