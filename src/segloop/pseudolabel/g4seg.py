@@ -374,13 +374,6 @@ class G4Seg:
         self.settings = settings if settings is not None else G4SegSettings()
         _alpha_bar(pipe.scheduler, self.settings.timestep)
 
-    @property
-    def _device(self) -> torch.device:
-        return self.pipe.unet.device
-
-    def _vae_factor(self) -> int:
-        return 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
-
     @torch.inference_mode()
     def _prepare(self, image: np.ndarray) -> _Prepared:
         array = np.asarray(image)
