@@ -79,6 +79,7 @@ IMAGE_EMBEDDINGS = "image_embeddings"
 SYNTHETIC_MANIFEST = "synthetic_manifest"
 SYNTHETIC_REJECTS = "synthetic_rejects"
 PSEUDOLABEL_MASKS = "pseudolabel_masks"
+POOL_MANIFEST = "pool_manifest"
 MASK_TOKEN_DIM = 1024
 
 
@@ -264,6 +265,34 @@ register(
             pa.field("kept", pa.bool_(), nullable=False),
             pa.field("reason", pa.string(), nullable=False),
             pa.field("area", pa.int64(), nullable=False),
+        ]),
+    )
+)
+
+register(
+    TableSchema(
+        name=POOL_MANIFEST,
+        version=1,
+        description="one row per image of a split cached at working resolution for the loop",
+        schema=pa.schema([
+            # position in the cache (shard = index // shard_size)
+            pa.field("index", pa.int32(), nullable=False),
+            pa.field("image_id", pa.string(), nullable=False),
+            pa.field("name", pa.string(), nullable=False),
+            pa.field("split", pa.string(), nullable=False),
+            pa.field("image_uri", pa.string(), nullable=False),
+            pa.field("label_uri", pa.string(), nullable=True),
+            # original size, then the working size the shards hold
+            pa.field("height", pa.int32(), nullable=False),
+            pa.field("width", pa.int32(), nullable=False),
+            pa.field("work_height", pa.int32(), nullable=False),
+            pa.field("work_width", pa.int32(), nullable=False),
+            pa.field("has_label", pa.bool_(), nullable=False),
+            # sequence or group the image belongs to, where the dataset says (CamVid: its
+            # clip); None: unknown
+            pa.field("group", pa.string(), nullable=True),
+            # regions in the image's region map (region-level pools), else None
+            pa.field("num_regions", pa.int32(), nullable=True),
         ]),
     )
 )

@@ -1,0 +1,101 @@
+"""The working-resolution cache: same pixels as loading in memory, resumable, read by index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from segloop.active.pool_cache import ShardedArray, build_cache, cache_key, open_cache
+from segloop.active.pool_manifest import read_manifest
+from segloop.active.regions import slic_regions
+from segloop.data.classes import CAMVID
+from segloop.data.datasets import open_dataset
+from segloop.errors import DataError
+from segloop.testing import write_camvid
+from segloop.train.arrays import stack_split
+
+SIZE = (16, 24)
+
+
+@pytest.fixture
+def dataset(tmp_path: Path):  # type: ignore[no-untyped-def]
+    write_camvid(str(tmp_path / "camvid"), {"train": 11}, hw=(24, 32))
+    return open_dataset("camvid", str(tmp_path / "camvid"), "train", CAMVID)
+
+
+def _regions(img: np.ndarray, image_id: str) -> np.ndarray:
+    return slic_regions(img, 12, 10.0)
+
+
+def test_the_cache_holds_what_loading_in_memory_gives(dataset, tmp_path: Path) -> None:
+    samples = list(dataset.samples())
+    info = build_cache(tmp_path / "cache", samples, dataset.load, SIZE, {"k": 1},
+                       shard_size=4, regions=_regions, group=lambda n: n.split("_")[0],
+                       split="train")
+    ref = stack_split((dataset.load(s) for s in samples), SIZE)
+    assert (info.n, info.hw, info.has_labels, info.has_regions) == (11, SIZE, True, True)
+    images = ShardedArray(info, "images")
+    labels = ShardedArray(info, "labels")
+    assert images.shape == tuple(ref.images.shape) and len(images) == 11
+    assert torch.equal(images[:], ref.images) and torch.equal(labels[:], ref.labels)
+    pick = torch.tensor([10, 0, 5, 5, 3])  # any order, repeats, across shards
+    assert torch.equal(images[pick], ref.images[pick])
+    assert torch.equal(images[3], ref.images[3]) and torch.equal(images[-1], ref.images[-1])
+    assert torch.equal(images[2:9], ref.images[2:9])
+    got = [sl for sl, _ in images.batches(4)]
+    assert got == [slice(0, 4), slice(4, 8), slice(8, 11)]
+    regions = ShardedArray(info, "regions", as_tensor=False)
+    want = np.stack([_regions(im, "") for im in ref.images.permute(0, 2, 3, 1).numpy()])
+    assert np.array_equal(regions[:], want)
+    assert np.array_equal(np.load(info.folder / "num_regions.npy"),
+                          want.reshape(11, -1).max(1) + 1)
+    rows = read_manifest(info.folder / "manifest.parquet")
+    assert [r["image_id"] for r in rows] == list(ref.image_ids)
+    assert [r["index"] for r in rows] == list(range(11))
+    assert {r["group"] for r in rows} <= {s.name.split("_")[0] for s in samples}
+    assert open_cache(info.folder) == info
+    with pytest.raises(IndexError):
+        images[torch.tensor([11])]
+
+
+def test_a_killed_build_resumes_without_decoding_finished_shards(dataset,
+                                                                 tmp_path: Path) -> None:
+    samples = list(dataset.samples())
+    calls: list[str] = []
+
+    def dying(sample):  # type: ignore[no-untyped-def]
+        if len(calls) == 6:
+            raise KeyboardInterrupt("killed")
+        calls.append(sample.name)
+        return dataset.load(sample)
+
+    folder = tmp_path / "cache"
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(folder, samples, dying, SIZE, {"k": 1}, shard_size=4)
+    assert open_cache(folder) is None  # not complete
+    calls.clear()
+
+    def counting(sample):  # type: ignore[no-untyped-def]
+        calls.append(sample.name)
+        return dataset.load(sample)
+
+    info = build_cache(folder, samples, counting, SIZE, {"k": 1}, shard_size=4)
+    assert calls == [s.name for s in samples[4:]]  # shard 0 was whole: not decoded again
+    ref = stack_split((dataset.load(s) for s in samples), SIZE)
+    assert torch.equal(ShardedArray(info, "images")[:], ref.images)
+    assert not [p for p in folder.rglob("*") if ".tmp-" in p.name]
+
+
+def test_keys_differ_with_settings_and_a_broken_shard_says_how_to_fix(dataset,
+                                                                      tmp_path: Path) -> None:
+    assert cache_key({"a": 1, "b": 2}) == cache_key({"b": 2, "a": 1})
+    assert cache_key({"a": 1}) != cache_key({"a": 2})
+    samples = list(dataset.samples())
+    info = build_cache(tmp_path / "c", samples, dataset.load, SIZE, {}, shard_size=8)
+    images = ShardedArray(info, "images")
+    (info.folder / "shards" / "images-00001.npy").write_bytes(b"garbage")
+    with pytest.raises(DataError, match=r"images-00001.npy.*delete .* to rebuild"):
+        images[10]
