@@ -153,6 +153,12 @@ def _embedder(variant: str, checkpoint: str | None, seed: int, device: str, dtyp
                         compile_fallback=fallback)
 
 
+def release_models() -> None:
+    """Drop the extractors loaded by :func:`embedder` (their memory, GPU memory included, is
+    freed once nothing else holds them); the next call loads again."""
+    _embedder.cache_clear()
+
+
 def embedder(cfg: Config, compile: bool = False) -> MaskEmbedder:
     """The configured extractor (compiled or not); the model is loaded once per process."""
     sam, emb = cfg.models.sam, cfg.embed

@@ -109,6 +109,13 @@ def _pipeline(model_id: str, revision: str | None, local_files_only: bool, sched
                          seed=seed)
 
 
+def release_models() -> None:
+    """Drop the pipeline and CLIP scorer loaded by :func:`pipeline` / :func:`scorer` (their
+    memory, GPU memory included, is freed once nothing else holds them)."""
+    _pipeline.cache_clear()
+    _scorer.cache_clear()
+
+
 def pipeline(cfg: Config) -> LoadedPipeline:
     """The configured pipeline, loaded once per process."""
     d = cfg.models.diffusion
