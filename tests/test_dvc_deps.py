@@ -1,11 +1,13 @@
 """dvc.yaml's deps cover every segloop module each stage's flow can import (read from the
 source, function-level imports included), so `dvc repro` never skips a changed stage.
 
-Run this file as a script to print each stage's deps as they should read."""
+Run this file as a script to print each stage's deps as they should read; with ``--write``
+it puts them into dvc.yaml (keeping each stage's comments and report deps)."""
 
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -97,8 +99,8 @@ def test_every_stage_depends_on_every_module_its_flow_imports() -> None:
         declared = [d for d in stages[stage]["deps"] if not d.startswith("reports/")]
         files = {p.relative_to(ROOT).as_posix() for p in closure(entry)}
         missing = sorted(f for f in files if not _covered(f, declared))
-        assert not missing, (f"dvc.yaml stage {stage!r} does not list {missing}: add them "
-                             f"to its deps (`python {Path(__file__).name}` prints them all)")
+        assert not missing, (f"dvc.yaml stage {stage!r} does not list {missing}: run "
+                             f"`python tests/{Path(__file__).name} --write`")
         # and each of these is a module the stage needs (no stale entries)
         stale = [d for d in declared if not any(_covered(f, [d]) for f in files)]
         assert not stale, f"dvc.yaml stage {stage!r} lists deps it never imports: {stale}"
@@ -121,7 +123,24 @@ def test_the_closure_follows_function_level_imports() -> None:
     assert "flows/embed.py" not in files  # another stage's flow
 
 
-if __name__ == "__main__":
+def write_deps(path: Path) -> None:
+    """Rewrite each stage's module deps in ``path`` (comments and reports/ deps stay)."""
+    text = path.read_text()
     for stage, entry in ENTRY.items():
-        print(f"{stage}:\n" + "\n".join(f"  - {d}" for d in needed_deps(entry)))
+        m = re.search(rf"\n  {stage}:\n(?:.*\n)*?    deps:\n((?:      (?:- |#).*\n)+)", text)
+        if m is None:
+            raise SystemExit(f"{path}: no deps list for stage {stage}")
+        keep = [line for line in m.group(1).splitlines(True)
+                if "reports/" in line or line.strip().startswith("#")]
+        new = "".join(keep) + "".join(f"      - {d}\n" for d in needed_deps(entry))
+        text = text[:m.start(1)] + new + text[m.end(1):]
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    if "--write" in sys.argv:
+        write_deps(ROOT / "dvc.yaml")
+    else:
+        for stage, entry in ENTRY.items():
+            print(f"{stage}:\n" + "\n".join(f"  - {d}" for d in needed_deps(entry)))
     sys.exit(0)

@@ -23,21 +23,17 @@ def test_configure_offline_sets_defaults_and_keeps_user_values(
     assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "300"
 
 
-@pytest.mark.parametrize(("before", "after"), [(None, "segloop"), ("", "segloop"),
-                                                ("dvc, fsspec", "dvc,fsspec,segloop"),
-                                                ("segloop,dvc", "segloop,dvc")])
-def test_the_library_logger_joins_prefects_extra_loggers(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, before: str | None, after: str
+def test_the_library_logs_at_info_and_warnings_reach_stderr_outside_runs(
+    capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import os
-
-    if before is None:
-        monkeypatch.delenv("PREFECT_LOGGING_EXTRA_LOGGERS", raising=False)
-    else:
-        monkeypatch.setenv("PREFECT_LOGGING_EXTRA_LOGGERS", before)
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
-    configure_offline()
-    assert os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] == after
     import logging
 
+    from segloop.flows import run_logs
+
+    bridge = run_logs.install()
+    assert run_logs.install() is bridge  # once
     assert logging.getLogger("segloop.active.loop").getEffectiveLevel() <= logging.INFO
+    log = logging.getLogger("segloop.some.module")
+    log.info("routine step")  # outside a run: not printed
+    log.warning("disk nearly full")
+    assert capsys.readouterr().err == "segloop: warning: disk nearly full\n"

@@ -25,25 +25,20 @@ OFFLINE_DEFAULTS: dict[str, str] = {
 
 
 LIBRARY_LOGGER = "segloop"
-"""The library logs under ``segloop.*``; Prefect attaches its handlers to it (run logs)."""
+"""The library logs under ``segloop.*`` (:mod:`segloop.flows.run_logs` routes it)."""
 
 
 def configure_offline(prefect_home: str | os.PathLike[str] = DEFAULT_PREFECT_HOME) -> None:
     """Set project-local, offline-safe defaults for Prefect, DVC and the HF hub.
 
     ``prefect_home`` (made absolute against the current directory) becomes PREFECT_HOME
-    unless one is already set. The ``segloop`` logger is added to Prefect's extra loggers
-    (``PREFECT_LOGGING_EXTRA_LOGGERS``, kept with what the user listed there), so the
-    library's log lines reach the flow runs' logs; its level is INFO unless set already.
+    unless one is already set. The ``segloop`` logger's level becomes INFO unless set
+    already (``segloop.flows`` routes its lines into the runs' logs).
     """
     home = Path(prefect_home).expanduser().resolve()
     os.environ.setdefault("PREFECT_HOME", str(home))
     for key, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    extra = [n.strip() for n in os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "").split(",")
-             if n.strip()]
-    if LIBRARY_LOGGER not in extra:
-        os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join([*extra, LIBRARY_LOGGER])
     library = logging.getLogger(LIBRARY_LOGGER)
     if library.level == logging.NOTSET:
         library.setLevel(logging.INFO)

@@ -26,8 +26,8 @@ def dataset(tmp_path: Path):  # type: ignore[no-untyped-def]
     return open_dataset("camvid", str(tmp_path / "camvid"), "train", CAMVID)
 
 
-def _regions(img: np.ndarray, image_id: str) -> np.ndarray:
-    return slic_regions(img, 12, 10.0)
+def _regions(images: np.ndarray, image_ids: list[str]) -> np.ndarray:
+    return np.stack([slic_regions(img, 12, 10.0) for img in images])
 
 
 def test_the_cache_holds_what_loading_in_memory_gives(dataset, tmp_path: Path) -> None:
@@ -48,7 +48,7 @@ def test_the_cache_holds_what_loading_in_memory_gives(dataset, tmp_path: Path) -
     got = [sl for sl, _ in images.batches(4)]
     assert got == [slice(0, 4), slice(4, 8), slice(8, 11)]
     regions = ShardedArray(info, "regions", as_tensor=False)
-    want = np.stack([_regions(im, "") for im in ref.images.permute(0, 2, 3, 1).numpy()])
+    want = _regions(ref.images.permute(0, 2, 3, 1).numpy(), [])
     assert np.array_equal(regions[:], want)
     assert np.array_equal(np.load(info.folder / "num_regions.npy"),
                           want.reshape(11, -1).max(1) + 1)

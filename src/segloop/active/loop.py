@@ -21,7 +21,7 @@ from torch import nn
 
 from segloop.active.annotator import annotate_units
 from segloop.active.fit import fit_round, initial_choice, select_round
-from segloop.active.pool import Pool, build_pool, load_split
+from segloop.active.pool import Pool, build_pool, evaluation_split
 from segloop.active.rounds_io import write_round_folder
 from segloop.active.scoring import write_scores
 from segloop.active.seeds import Seeds, load_seeds, resolve_folder, training_labels
@@ -56,6 +56,7 @@ from segloop.versioning import (
 
 log = logging.getLogger(__name__)
 WORK_DIR = "work"  # per-round scratch in the workspace (git-ignored): scores, pending tasks
+POOL_CACHE_DIR = "data/pool"  # the pool and evaluation split at working size (DVC-versioned)
 MODELS_DIR = "models"
 
 
@@ -91,11 +92,13 @@ def prepare(cfg: Config) -> ALContext:
     root = resolve_data_root(cfg, splits=(ac.pool_split, ac.eval_split))
     ws = open_workspace(cfg)
     ignore_in_workspace(ws, [f"/{WORK_DIR}/"])
-    pool = build_pool(cfg, root)
+    cache = ws.root / POOL_CACHE_DIR
+    pool = build_pool(cfg, root, cache)
     if pool.arrays.labels is None and ac.annotator != "human":
         raise ConfigError(f"the pool split {ac.pool_split!r} has no labels: the simulated "
                               "annotator needs ground truth; set active.annotator: human")
-    evaluation, _ = load_split(cfg, root, ac.eval_split, ac.eval_limit)
+    evaluation = evaluation_split(cfg, root, cache)
+    _version_caches(cfg, ws, root, cache)
     log.info("pool: %d images (%s), evaluation: %d images (%s), at %dx%d", len(pool),
              ac.pool_split, len(evaluation), ac.eval_split, *pool.arrays.hw)
     seeds = None
@@ -103,6 +106,16 @@ def prepare(cfg: Config) -> ALContext:
         seeds = load_seeds(pool, resolve_folder(ac.pseudolabels, ws.root),
                            cfg.data.classes.num_classes, cfg.data.classes.ignore_index)
     return ALContext(cfg, ws, pool, evaluation, pick_device(cfg.base.device), seeds, root)
+
+
+def _version_caches(cfg: Config, ws: Workspace, root: str, cache: Path) -> None:
+    """DVC-version each finished split cache (a no-op for one already versioned)."""
+    source = lineage.data_parent(ws.root, root, "dataset")
+    for folder in sorted(p for p in cache.iterdir() if p.is_dir()):
+        if (folder / "complete.json").is_file():
+            rel = folder.relative_to(ws.root).as_posix()
+            version_path(ws, rel, f"pool cache: {folder.name}",
+                         lineage=lineage.make_record("split cache", cfg, [source]))
 
 
 def committed_rounds(ctx: ALContext) -> list[RoundInfo]:

@@ -1,18 +1,32 @@
-"""The unlabelled pool and the evaluation split, held at the working resolution.
+"""The unlabelled pool and the evaluation split at the working resolution.
 
-The pool carries the ground truth only for the simulated annotator (benchmarks, demo); a
-human round never reads it. Regions (the units of region-level rounds) are computed once
-per pool image, deterministically, so a resumed run sees the same regions.
+The loop reads both from a cache on disk (:mod:`segloop.active.pool_cache`, built once per
+split and settings, in the workspace), so no split is ever held in memory whole; tests and
+benchmarks may load a small split into memory instead. The pool carries the ground truth
+only for the simulated annotator (benchmarks, demo); a human round never reads it. Regions
+(the units of region-level rounds) are computed once per pool image, deterministically, so
+a resumed run sees the same regions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from segloop.active.pool_cache import (
+    MANIFEST,
+    CacheInfo,
+    RegionFn,
+    ShardedArray,
+    build_cache,
+    cache_key,
+    open_cache,
+)
+from segloop.active.pool_manifest import read_manifest
 from segloop.config import ActiveConfig, Config
 from segloop.data.datasets import open_dataset
 from segloop.errors import ConfigError
@@ -24,7 +38,12 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Pool:
     """``arrays`` of the pool split; ``regions`` (N, H, W) int32 and ``num_regions`` (N,)
-    for region-level rounds (None at image level); ``image_uris`` the original files."""
+    for region-level rounds (None at image level); ``image_uris`` the original files.
+
+    ``arrays.images`` / ``arrays.labels`` / ``regions`` are tensors or arrays in memory, or
+    :class:`~segloop.active.pool_cache.ShardedArray` views that read the rows asked for
+    from the pool cache: code indexes them (``images[pick]``, ``regions[i]``), never
+    materialises them whole."""
 
     arrays: SplitArrays
     image_uris: tuple[str, ...]
@@ -70,8 +89,9 @@ def load_split(cfg: Config, root: str, split: str, limit: int | None) -> tuple[S
     return arrays, tuple(s.image_url for s in samples)
 
 
-def compute_regions(arrays: SplitArrays, ac: ActiveConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Region maps (N, H, W) int32 with consecutive ids per image, and their counts (N,)."""
+def region_maker(ac: ActiveConfig) -> RegionFn:
+    """The region maps of ``active.region.source`` for a batch of images:
+    (n, H, W, 3) uint8 images and their ids -> (n, H, W) int32 (consecutive ids per image)."""
     if ac.region.source in ("sam", "clusters"):
         if not ac.region.sam_embeddings:
             raise ConfigError(
@@ -79,25 +99,109 @@ def compute_regions(arrays: SplitArrays, ac: ActiveConfig) -> tuple[np.ndarray, 
                 "flow's output; set active.region.sam_embeddings to that folder (embed.output "
                 "in the workspace, e.g. <workspace>/data/embeddings/camvid) after running "
                 "`segloop run embed` on the pool split")
-        from segloop.active.sam_regions import cluster_region_maps, sam_region_maps
+        from segloop.active.sam_regions import cluster_maps, sam_maps
 
-        maps = (sam_region_maps(arrays, ac.region.sam_embeddings)
-                if ac.region.source == "sam" else
-                cluster_region_maps(arrays, ac.region.sam_embeddings, ac.region.cluster_tau))
-    else:
-        from segloop.active.regions import slic_regions
+        emb, tau = ac.region.sam_embeddings, ac.region.cluster_tau
+        if ac.region.source == "sam":
+            return lambda images, ids: sam_maps(ids, images.shape[1:3], emb)
+        return lambda images, ids: cluster_maps(ids, images.shape[1:3], emb, tau)
+    from segloop.active.regions import slic_regions
 
-        maps = np.empty((len(arrays), *arrays.hw), dtype=np.int32)
-        images = arrays.images.permute(0, 2, 3, 1).numpy()
-        for i in tqdm(range(len(arrays)), desc="superpixels", unit="img", leave=False):
-            maps[i] = slic_regions(images[i], ac.region.n_segments, ac.region.compactness)
+    n_segments, compactness = ac.region.n_segments, ac.region.compactness
+    return lambda images, ids: np.stack([slic_regions(im, n_segments, compactness)
+                                         for im in images])
+
+
+def compute_regions(arrays: SplitArrays, ac: ActiveConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Region maps (N, H, W) int32 with consecutive ids per image, and their counts (N,)."""
+    make = region_maker(ac)
+    ids = list(arrays.image_ids)
+    maps = np.empty((len(arrays), *arrays.hw), dtype=np.int32)
+    step = 64
+    for s in tqdm(range(0, len(arrays), step), desc="regions", unit="batch", leave=False):
+        images = arrays.images[s : s + step].permute(0, 2, 3, 1).numpy()
+        maps[s : s + step] = make(images, ids[s : s + step])
     counts = maps.reshape(len(arrays), -1).max(1).astype(np.int64) + 1
     return maps, counts
 
 
-def build_pool(cfg: Config, root: str) -> Pool:
-    arrays, uris = load_split(cfg, root, cfg.active.pool_split, cfg.active.pool_limit)
-    regions = counts = None
-    if cfg.active.level == "region":
-        regions, counts = compute_regions(arrays, cfg.active)
-    return Pool(arrays=arrays, image_uris=uris, regions=regions, num_regions=counts)
+def split_settings(cfg: Config, root: str, split: str, limit: int | None,
+                   regions: bool) -> dict[str, Any]:
+    """What decides a cached split's content (its cache key)."""
+    ac, d = cfg.active, cfg.data
+    out: dict[str, Any] = {
+        "format": d.format, "root": root, "split": split, "limit": limit,
+        "spread": ac.limit_spread, "size": list(ac.image_size) if ac.image_size else None,
+        "classes": [c.name for c in sorted(d.classes.classes, key=lambda c: c.id)],
+        "manifest_external": d.manifest_external}
+    if regions:
+        out["regions"] = ac.region.model_dump(mode="json", include={
+            "source", "n_segments", "compactness", "sam_embeddings", "cluster_tau"})
+        if ac.region.source in ("sam", "clusters") and ac.region.sam_embeddings:
+            from segloop.data.fs import parquet_fingerprint
+
+            out["embeddings"] = parquet_fingerprint(ac.region.sam_embeddings)
+    return out
+
+
+def cached_split(cfg: Config, root: str, split: str, limit: int | None, cache_root: Path,
+                 regions: bool = False) -> CacheInfo:
+    """A split at ``active.image_size``, cached under ``cache_root/<split>-<key>`` (built
+    once; a killed build resumes)."""
+    settings = split_settings(cfg, root, split, limit, regions)
+    folder = cache_root / f"{split or 'all'}-{cache_key(settings)}"
+    info = open_cache(folder)
+    if info is not None:
+        return info
+    ds = open_dataset(cfg.data.format, root, split, cfg.data.classes,
+                      storage_options=cfg.data.storage_options,
+                      manifest_external=cfg.data.manifest_external)
+    samples = limited(list(ds.samples()), limit, cfg.active.limit_spread)
+    group = camvid_group if cfg.data.format == "camvid" else None
+    return build_cache(folder, samples, ds.load, cfg.active.image_size, settings,
+                       regions=region_maker(cfg.active) if regions else None, group=group,
+                       split=split, desc=f"caching {split}")
+
+
+def camvid_group(name: str) -> str | None:
+    """CamVid's clip of an image (``0001TP_008550.png`` -> ``0001TP``)."""
+    head = name.split("_", 1)[0]
+    return head if head != name else None
+
+
+def cached_arrays(info: CacheInfo) -> SplitArrays:
+    """The cached split as :class:`SplitArrays` whose images and labels are read from disk
+    on indexing (:class:`ShardedArray`)."""
+    rows = read_manifest(info.folder / MANIFEST, ["image_id", "name", "height", "width"])
+    return SplitArrays(
+        images=ShardedArray(info, "images"),  # type: ignore[arg-type]
+        labels=ShardedArray(info, "labels") if info.has_labels else None,  # type: ignore[arg-type]
+        image_ids=tuple(r["image_id"] for r in rows), names=tuple(r["name"] for r in rows),
+        original_hw=tuple((r["height"], r["width"]) for r in rows))
+
+
+def build_pool(cfg: Config, root: str, cache_root: Path | None = None) -> Pool:
+    """The pool split (``active.pool_limit`` of it): streamed from a cache under
+    ``cache_root`` (built once), or, without one, loaded into memory."""
+    ac = cfg.active
+    region_level = ac.level == "region"
+    if cache_root is None:
+        arrays, uris = load_split(cfg, root, ac.pool_split, ac.pool_limit)
+        regions = counts = None
+        if region_level:
+            regions, counts = compute_regions(arrays, ac)
+        return Pool(arrays=arrays, image_uris=uris, regions=regions, num_regions=counts)
+    info = cached_split(cfg, root, ac.pool_split, ac.pool_limit, cache_root, region_level)
+    uris = tuple(r["image_uri"] for r in read_manifest(info.folder / MANIFEST, ["image_uri"]))
+    return Pool(arrays=cached_arrays(info), image_uris=uris,
+                regions=ShardedArray(info, "regions", as_tensor=False) if region_level
+                else None,  # type: ignore[arg-type]
+                num_regions=np.load(info.folder / "num_regions.npy") if region_level else None)
+
+
+def evaluation_split(cfg: Config, root: str, cache_root: Path | None = None) -> SplitArrays:
+    """The evaluation split (``active.eval_limit`` of it), cached like the pool."""
+    ac = cfg.active
+    if cache_root is None:
+        return load_split(cfg, root, ac.eval_split, ac.eval_limit)[0]
+    return cached_arrays(cached_split(cfg, root, ac.eval_split, ac.eval_limit, cache_root))

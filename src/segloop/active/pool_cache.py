@@ -44,8 +44,9 @@ COMPLETE = "complete.json"
 KINDS = ("images", "labels", "regions")
 FORMAT_VERSION = 1
 
-RegionFn = Callable[[np.ndarray, str], np.ndarray]
-"""(H, W, 3) uint8 image at working size, image id -> (H, W) int32 region ids 0..R-1."""
+RegionFn = Callable[[np.ndarray, list[str]], np.ndarray]
+"""(n, H, W, 3) uint8 images at working size and their ids -> (n, H, W) int32 region ids
+(0..R-1 per image)."""
 
 
 def cache_key(settings: dict[str, Any]) -> str:
@@ -152,8 +153,7 @@ def _write_shard(folder: Path, shard: int, start: int, part: Sequence[Sample],
     if all(lab is not None for lab in labs):
         _save(shard_path(folder, "labels", shard), np.stack(labs))
     if regions is not None:
-        maps = np.stack([regions(img, row["image_id"]) for img, row in zip(imgs, rows,
-                                                                            strict=True)])
+        maps = np.asarray(regions(np.stack(imgs), [row["image_id"] for row in rows]))
         for row, m in zip(rows, maps, strict=True):
             row["num_regions"] = int(m.max()) + 1
         _save(shard_path(folder, "regions", shard), maps.astype(np.int32))

@@ -23,35 +23,46 @@ def resize_masks(masks: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 
 def sam_region_maps(arrays: SplitArrays, embeddings: str) -> np.ndarray:
-    """(N, h, w) int32 region maps of the pool from the embed output folder ``embeddings``.
+    """(N, h, w) int32 region maps of the pool from the embed output folder ``embeddings``
+    (:func:`sam_maps` of its ids at its size)."""
+    return sam_maps(list(arrays.image_ids), arrays.hw, embeddings)
+
+
+def sam_maps(image_ids: list[str], hw: tuple[int, int], embeddings: str) -> np.ndarray:
+    """(n, h, w) int32 region maps of ``image_ids`` at ``hw`` from the embed output folder
+    ``embeddings``.
 
     Each image's grid-mode SAM masks (best mask per point) are resized to the working size
     and painted by ascending predicted IoU (the most confident mask wins); pixels no mask
     covers form regions of their own (see :func:`masks_to_regions`). Images missing from
     the output raise :class:`~segloop.errors.StoreError` naming them.
     """
-    got = read_embeddings(embeddings, list(arrays.image_ids), tokens=False)
-    maps = np.empty((len(arrays), *arrays.hw), dtype=np.int32)
-    for i in range(len(arrays)):
-        masks = resize_masks(got.masks(i), arrays.hw)
-        maps[i] = masks_to_regions(masks, got.iou[i])
+    got = read_embeddings(embeddings, image_ids, tokens=False)
+    maps = np.empty((len(image_ids), *hw), dtype=np.int32)
+    for i in range(len(image_ids)):
+        maps[i] = masks_to_regions(resize_masks(got.masks(i), hw), got.iou[i])
     return maps
 
 
 def cluster_region_maps(arrays: SplitArrays, embeddings: str, tau: float) -> np.ndarray:
-    """(N, h, w) int32 region maps of the pool: each image's SAM image embedding (its
-    valid, unpadded cells) clustered with :func:`cluster_feature_map` at ``tau`` and
-    resized (nearest) to the working size. Needs ``embed.image_embeddings: true``."""
+    """(N, h, w) int32 region maps of the pool (:func:`cluster_maps` of its ids)."""
+    return cluster_maps(list(arrays.image_ids), arrays.hw, embeddings, tau)
+
+
+def cluster_maps(image_ids: list[str], hw: tuple[int, int], embeddings: str,
+                 tau: float) -> np.ndarray:
+    """(n, h, w) int32 region maps: each image's SAM image embedding (its valid, unpadded
+    cells) clustered with :func:`cluster_feature_map` at ``tau`` and resized (nearest) to
+    ``hw``. Needs ``embed.image_embeddings: true``."""
     from segloop.embed.store import read_image_embeddings
     from segloop.pseudolabel.cluster_seeds import valid_sam_grid
     from segloop.pseudolabel.clustering import cluster_feature_map
 
-    maps = np.empty((len(arrays), *arrays.hw), dtype=np.int32)
-    ids = list(arrays.image_ids)
-    for start in tqdm(range(0, len(ids), 32), desc="feature clusters", unit="batch",
+    maps = np.empty((len(image_ids), *hw), dtype=np.int32)
+    for start in tqdm(range(0, len(image_ids), 32), desc="feature clusters", unit="batch",
                       leave=False):
-        batch = read_image_embeddings(embeddings, ids[start : start + 32])
+        batch = read_image_embeddings(embeddings, image_ids[start : start + 32])
         for n, emb in enumerate(batch):
-            grid = valid_sam_grid(emb.astype(np.float32), arrays.hw)
-            maps[start + n] = cluster_feature_map(grid, tau, out_hw=arrays.hw)
+            grid = valid_sam_grid(emb.astype(np.float32), hw)
+            maps[start + n] = cluster_feature_map(grid, tau, out_hw=hw)
     return maps

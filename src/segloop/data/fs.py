@@ -118,3 +118,18 @@ def read_bytes(url: str, **storage_options: Any) -> bytes:
     fs, path = url_to_fs(url, **storage_options)
     with fs.open(path, "rb") as fh:
         return fh.read()
+
+
+def parquet_fingerprint(url: str, sub: str = "") -> list[tuple[str, int]]:
+    """(relative path, size) of every Parquet file under ``url``/``sub`` (or of the file
+    itself), sorted; [] when nothing is there. A cheap stand-in for hashing the data: a
+    rewritten shard changes a size or a name."""
+    fs, root = url_to_fs(join(url, sub) if sub else url)
+    if not fs.exists(root):
+        return []
+    paths = [root] if fs.isfile(root) else sorted(
+        p for p in fs.find(root) if p.endswith(".parquet")
+        and not posixpath.basename(p).startswith("."))
+    base = root.rstrip("/")
+    return [(p[len(base):].lstrip("/") or posixpath.basename(p), int(fs.size(p)))
+            for p in paths]

@@ -143,9 +143,9 @@ def plan_clusters(cfg: Config, ws: Workspace, dataset: Dataset | None = None) ->
 
 
 def _embed_files(target: str) -> list[tuple[str, int]]:
-    from segloop.pseudolabel.plan import _files_fingerprint
+    from segloop.data.fs import parquet_fingerprint
 
-    return _files_fingerprint(target, "images")
+    return parquet_fingerprint(target, "images")
 
 
 @dataclass

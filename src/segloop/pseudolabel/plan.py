@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from tqdm.auto import tqdm
 
 from segloop.config import Config
 from segloop.data.base import Dataset
-from segloop.data.fs import join, url_to_fs
+from segloop.data.fs import join, parquet_fingerprint, url_to_fs
 from segloop.data.ids import image_id
 from segloop.data.parquet import read_table
 from segloop.embed.store import stored_schema
@@ -153,18 +152,6 @@ def target_images(target: str, limit: int | None) -> tuple[list[str], dict[str, 
     return (ids[:limit] if limit else ids), names
 
 
-def _files_fingerprint(url: str, sub: str = "") -> list[tuple[str, int]]:
-    fs, root = url_to_fs(join(url, sub) if sub else url)
-    if not fs.exists(root):
-        return []
-    paths = [root] if fs.isfile(root) else sorted(
-        p for p in fs.find(root) if p.endswith(".parquet")
-        and not posixpath.basename(p).startswith("."))
-    base = root.rstrip("/")
-    return [(p[len(base):].lstrip("/") or posixpath.basename(p), int(fs.size(p)))
-            for p in paths]
-
-
 def run_settings(cfg: Config, mapping: LabelMapping) -> dict[str, Any]:
     """Every value that decides a round's content (written to its round.json)."""
     p = cfg.pseudolabel
@@ -190,10 +177,10 @@ def fingerprint(settings: dict[str, Any], paths: PseudoPaths, method: str,
     and size; for image methods, the target images' names and content ids)."""
     inputs: dict[str, Any] = (
         {"images": sorted(images.items())} if method in IMAGE_METHODS and images is not None
-        else {"target": _files_fingerprint(paths.target, "masks")})
+        else {"target": parquet_fingerprint(paths.target, "masks")})
     if method == "usam":
-        inputs["source"] = _files_fingerprint(paths.source, "masks")
-        inputs["manifest"] = _files_fingerprint(paths.manifest)
+        inputs["source"] = parquet_fingerprint(paths.source, "masks")
+        inputs["manifest"] = parquet_fingerprint(paths.manifest)
     text = json.dumps({"settings": settings, "inputs": inputs}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
