@@ -218,8 +218,7 @@ def run_full(args: argparse.Namespace, pool: Pool, ev: SplitArrays, res: Results
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": steps})})
     state = LabelState.empty(pool, IGNORE)
     assert pool.arrays.labels is not None
-    state.labels[:] = pool.arrays.labels.numpy()
-    state.queried[:] = True
+    state.query_everything(pool, pool.arrays.labels.numpy())
     key = f"full/{args.model}-{steps}-seed{seed}{_guard(args)}"
     model, secs = trained(cfg, pool, state, key, seed, None)
     r = miou(model, ev)

@@ -32,7 +32,7 @@ for i, lab in simulated_labels(pool, sel, "exact", 11).items():
 print("start:", Counter(arr.names[u.image_index].split("_")[0] for u in sel.units))
 torch.manual_seed(0)
 m = build_model("lraspp", 11)
-train_model(m, arr.images, torch.from_numpy(state.labels), TrainSettings(steps=1000, seed=0),
+train_model(m, arr.images, state.labels, TrainSettings(steps=1000, seed=0),
             11, torch.device("cpu"), progress=False)
 for strat in ("entropy", "uig", "bald", "random"):
     us = score_pool(m, pool, state, strat, "image", torch.device("cpu"), round_number=1,

@@ -96,6 +96,7 @@ from segloop.active.pool import Pool  # noqa: E402
 from segloop.active.seeds import Seeds, training_labels  # noqa: E402
 from segloop.active.state import LabelState  # noqa: E402
 from segloop.config import Config  # noqa: E402
+from segloop.data.image_maps import ImageMaps
 from segloop.pseudolabel.cam_seeds import grow_seeds, normalise_maps, seeds_from_maps  # noqa: E402
 from segloop.pseudolabel.clustering import cluster_feature_map  # noqa: E402
 from segloop.train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
@@ -379,7 +380,8 @@ def seed_labels(pool: Pool, indices: Sequence[int], seeds: np.ndarray, ignore_in
 def as_seeds(labels: np.ndarray, variant: str, ignore_index: int) -> Seeds:
     """Pool-aligned seed labels as the active-learning loop's pseudo-label round."""
     seeded = labels != ignore_index
-    return Seeds(labels=labels, folder="benchmark", method=variant, round=0,
+    return Seeds(labels=ImageMaps.from_dense(labels, ignore_index), folder="benchmark",
+                 method=variant, round=0,
                  fingerprint=hashlib.sha256(labels.tobytes()).hexdigest()[:12],
                  images=int(seeded.any(axis=(1, 2)).sum()), pixels=int(seeded.sum()))
 
@@ -392,7 +394,7 @@ def train_on_seeds(pool: Pool, state: LabelState, seeds: Seeds | None, cfg: Conf
     labels = training_labels(state.labels, state.queried, seeds)
     recipe = json.dumps({"train": cfg.train.model_dump(mode="json"), "seed": seed,
                          "level": cfg.active.level}, sort_keys=True)
-    digest = hashlib.sha256(labels.tobytes() + recipe.encode()).hexdigest()[:12]
+    digest = hashlib.sha256(labels[:].tobytes() + recipe.encode()).hexdigest()[:12]
     path = cache / f"{name}-{digest}.safetensors"
     model = build_from_config(cfg.train, cfg.data.classes.num_classes)
     if path.is_file():

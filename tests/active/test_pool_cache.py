@@ -99,3 +99,27 @@ def test_keys_differ_with_settings_and_a_broken_shard_says_how_to_fix(dataset,
     (info.folder / "shards" / "images-00001.npy").write_bytes(b"garbage")
     with pytest.raises(DataError, match=r"images-00001.npy.*delete .* to rebuild"):
         images[10]
+
+
+def test_a_copied_dataset_keeps_its_cache_and_a_changed_one_gets_a_new(tmp_path: Path) -> None:
+    import shutil
+
+    from segloop.active.pool import build_pool, cached_split
+    from segloop.config import parse_config
+
+    write_camvid(str(tmp_path / "a"), {"train": 5}, hw=(24, 32))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    cfg = parse_config({"active": {"image_size": list(SIZE), "pool_split": "train"}})
+    cache = tmp_path / "cache"
+    first, _ = cached_split(cfg, str(tmp_path / "a"), "train", None, cache)
+    moved, samples = cached_split(cfg, str(tmp_path / "b"), "train", None, cache)
+    assert moved.folder == first.folder  # same files elsewhere: the same cache
+    rows = read_manifest(first.folder / "manifest.parquet")
+    assert all(not r["image_uri"].startswith(str(tmp_path)) for r in rows)  # relative
+    pool = build_pool(cfg, str(tmp_path / "b"), cache)
+    assert pool.image_uris == tuple(s.image_url for s in samples)  # where they are now
+    assert all(u.startswith(str(tmp_path / "b")) for u in pool.image_uris)
+    victim = next((tmp_path / "b" / "train").iterdir())
+    victim.write_bytes(victim.read_bytes() + b"\0")  # a file changed in place
+    changed, _ = cached_split(cfg, str(tmp_path / "b"), "train", None, cache)
+    assert changed.folder != first.folder

@@ -12,6 +12,7 @@ from PIL import Image
 
 from segloop.active.pool import Pool
 from segloop.active.seeds import load_seeds, training_labels
+from segloop.data.image_maps import ImageMaps
 from segloop.errors import DataError
 from segloop.train.arrays import SplitArrays
 
@@ -51,13 +52,16 @@ def test_seeds_are_matched_resized_and_abstain_becomes_ignore(tmp_path: Path) ->
 
 
 def test_human_labels_win_where_queried_void_answers_included() -> None:
-    human = np.full((1, 2, 2), IGNORE, np.uint8)
-    queried = np.zeros((1, 2, 2), bool)
-    human[0, 0, 0], queried[0, 0, 0] = 1, True
-    queried[0, 0, 1] = True  # asked, answered void: stays ignore, the seed is not used
-    seeds = type("S", (), {"labels": np.full((1, 2, 2), 7, np.uint8)})()
+    human = ImageMaps(2, (2, 2), np.uint8, IGNORE)
+    queried = ImageMaps(2, (2, 2), bool, False)
+    human.row(0)[0, 0], queried.row(0)[0, 0] = 1, True
+    queried.row(0)[0, 1] = True  # asked, answered void: stays ignore, the seed is not used
+    seeds = type("S", (), {"labels": ImageMaps.from_dense(
+        np.stack([np.full((2, 2), 7, np.uint8), np.full((2, 2), IGNORE, np.uint8)]),
+        IGNORE)})()
     out = training_labels(human, queried, seeds)  # type: ignore[arg-type]
-    assert out.tolist() == [[[1, IGNORE], [7, 7]]]
+    assert out[:].tolist() == [[[1, IGNORE], [7, 7]], [[IGNORE, IGNORE], [IGNORE, IGNORE]]]
+    assert out.indices().tolist() == [0]  # image 1 has neither labels nor seeds: not stored
     assert training_labels(human, queried, None) is human
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -22,14 +21,16 @@ from segloop.active.scoring import PoolScan, candidate_units_random, scan_pool
 from segloop.active.selection import Budget
 from segloop.active.state import LabelState
 from segloop.config import ActiveConfig, Config
+from segloop.data.image_maps import ImageMaps
 from segloop.train.factory import build_from_config, class_weights, semi_settings, train_settings
 from segloop.train.loop import train_model
 
 
-def fit_round(pool: Pool, state: LabelState, labels: np.ndarray, cfg: Config, seed: int,
+def fit_round(pool: Pool, state: LabelState, labels: ImageMaps, cfg: Config, seed: int,
               device: torch.device, *, init: nn.Module | None = None, progress: bool = True,
               desc: str = "training") -> tuple[nn.Module, float]:
-    """Train a model on ``labels`` (N, H, W) uint8 (the round's human labels, plus seeds):
+    """Train a model on ``labels`` (N, H, W) uint8 :class:`ImageMaps` (the round's human
+    labels, plus seeds):
     built with ``seed`` (or starting from ``init``'s weights with
     ``active.warm_start_steps`` steps), with ``train.semi`` on the pool and, at region
     level, ``active.region.grow``. Returns the model and its training seconds."""
@@ -42,7 +43,7 @@ def fit_round(pool: Pool, state: LabelState, labels: np.ndarray, cfg: Config, se
     if init is not None:
         model.load_state_dict(init.state_dict())
         steps = ac.warm_start_steps or tc.steps
-    target = torch.from_numpy(labels)
+    target = labels
     weights = class_weights(tc, target, c, ignore)
     settings = replace(train_settings(tc, seed, weights), steps=steps)
     refresh, at = None, ()

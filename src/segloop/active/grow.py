@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from segloop.data.image_maps import ImageMaps
 from segloop.train.loop import iter_probs
 
 if TYPE_CHECKING:
@@ -105,22 +106,25 @@ def grow_labels(labels: np.ndarray, queried: np.ndarray, regions: np.ndarray,
     return out, added
 
 
-def region_grower(pool: Pool, state: LabelState, labels: np.ndarray, rc: RegionConfig,
+def region_grower(pool: Pool, state: LabelState, labels: ImageMaps, rc: RegionConfig,
                   ignore_index: int, device: torch.device, batch_size: int = 32
-                  ) -> Callable[[nn.Module], torch.Tensor]:
+                  ) -> Callable[[nn.Module], ImageMaps]:
     """A label refresh for :func:`segloop.train.loop.train_model`: given the current
     (teacher) model, the training ``labels`` (N, H, W) uint8 grown on every image with a
-    queried pixel, as a tensor. Streams the images in batches (memory stays flat)."""
+    queried pixel. Reads the touched images in batches (memory stays flat)."""
     assert pool.regions is not None and pool.num_regions is not None
     regions, counts = pool.regions, pool.num_regions
     touched = np.flatnonzero(state.image_queried())
 
-    def refresh(model: nn.Module) -> torch.Tensor:
+    def refresh(model: nn.Module) -> ImageMaps:
         out = labels.copy()
-        for sl, probs in iter_probs(model, pool.arrays.images[touched], device, batch_size):
-            for b, i in enumerate(touched[sl]):
-                out[i] = grow_image(labels[i], state.queried[i], regions[i], int(counts[i]),
-                                    probs[b], rc.grow_beta, rc.grow_hops, ignore_index)
-        return torch.from_numpy(out)
+        for start in range(0, touched.size, batch_size):
+            part = touched[start : start + batch_size]
+            for _, probs in iter_probs(model, pool.arrays.images[part], device, batch_size):
+                for b, i in enumerate(part):
+                    out[i] = grow_image(labels[i], state.queried[i], regions[i],
+                                        int(counts[i]), probs[b], rc.grow_beta,
+                                        rc.grow_hops, ignore_index)
+        return out
 
     return refresh

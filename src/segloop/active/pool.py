@@ -10,6 +10,7 @@ a resumed run sees the same regions.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ from segloop.active.pool_cache import (
 )
 from segloop.active.pool_manifest import read_manifest
 from segloop.config import ActiveConfig, Config
+from segloop.data.base import Sample
 from segloop.data.datasets import open_dataset
 from segloop.errors import ConfigError
 from segloop.train.arrays import SplitArrays, stack_split
@@ -125,15 +127,17 @@ def compute_regions(arrays: SplitArrays, ac: ActiveConfig) -> tuple[np.ndarray, 
     return maps, counts
 
 
-def split_settings(cfg: Config, root: str, split: str, limit: int | None,
-                   regions: bool) -> dict[str, Any]:
-    """What decides a cached split's content (its cache key)."""
+def split_settings(cfg: Config, split: str, limit: int | None, regions: bool,
+                   samples: list[Sample]) -> dict[str, Any]:
+    """What decides a cached split's content (its cache key): the settings, and the listed
+    files (names, which have labels, and, on local disks, their sizes), not where they lie,
+    so a dataset moved or copied elsewhere keeps its cache."""
     ac, d = cfg.active, cfg.data
     out: dict[str, Any] = {
-        "format": d.format, "root": root, "split": split, "limit": limit,
+        "format": d.format, "split": split, "limit": limit,
         "spread": ac.limit_spread, "size": list(ac.image_size) if ac.image_size else None,
         "classes": [c.name for c in sorted(d.classes.classes, key=lambda c: c.id)],
-        "manifest_external": d.manifest_external}
+        "manifest_external": d.manifest_external, "files": listing_digest(samples)}
     if regions:
         out["regions"] = ac.region.model_dump(mode="json", include={
             "source", "n_segments", "compactness", "sam_embeddings", "cluster_tau"})
@@ -144,23 +148,38 @@ def split_settings(cfg: Config, root: str, split: str, limit: int | None,
     return out
 
 
+def listing_digest(samples: list[Sample]) -> str:
+    """sha256 (16 hex digits) of the samples' names, label presence and, for local files,
+    sizes: a changed, added or removed file changes it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for s in samples:
+        size = -1
+        if "://" not in s.image_url or s.image_url.startswith("file://"):
+            path = s.image_url.removeprefix("file://")
+            size = os.path.getsize(path) if os.path.isfile(path) else -1
+        h.update(f"{s.name}\t{s.label_url is not None}\t{size}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def cached_split(cfg: Config, root: str, split: str, limit: int | None, cache_root: Path,
-                 regions: bool = False) -> CacheInfo:
+                 regions: bool = False) -> tuple[CacheInfo, list[Sample]]:
     """A split at ``active.image_size``, cached under ``cache_root/<split>-<key>`` (built
-    once; a killed build resumes)."""
-    settings = split_settings(cfg, root, split, limit, regions)
-    folder = cache_root / f"{split or 'all'}-{cache_key(settings)}"
-    info = open_cache(folder)
-    if info is not None:
-        return info
+    once; a killed build resumes), and its samples as listed now."""
     ds = open_dataset(cfg.data.format, root, split, cfg.data.classes,
                       storage_options=cfg.data.storage_options,
                       manifest_external=cfg.data.manifest_external)
     samples = limited(list(ds.samples()), limit, cfg.active.limit_spread)
+    settings = split_settings(cfg, split, limit, regions, samples)
+    folder = cache_root / f"{split or 'all'}-{cache_key(settings)}"
+    info = open_cache(folder)
+    if info is not None:
+        return info, samples
     group = camvid_group if cfg.data.format == "camvid" else None
     return build_cache(folder, samples, ds.load, cfg.active.image_size, settings,
                        regions=region_maker(cfg.active) if regions else None, group=group,
-                       split=split, desc=f"caching {split}")
+                       split=split, root=root, desc=f"caching {split}"), samples
 
 
 def camvid_group(name: str) -> str | None:
@@ -191,9 +210,9 @@ def build_pool(cfg: Config, root: str, cache_root: Path | None = None) -> Pool:
         if region_level:
             regions, counts = compute_regions(arrays, ac)
         return Pool(arrays=arrays, image_uris=uris, regions=regions, num_regions=counts)
-    info = cached_split(cfg, root, ac.pool_split, ac.pool_limit, cache_root, region_level)
-    uris = tuple(r["image_uri"] for r in read_manifest(info.folder / MANIFEST, ["image_uri"]))
-    return Pool(arrays=cached_arrays(info), image_uris=uris,
+    info, samples = cached_split(cfg, root, ac.pool_split, ac.pool_limit, cache_root,
+                                 region_level)
+    return Pool(arrays=cached_arrays(info), image_uris=tuple(s.image_url for s in samples),
                 regions=ShardedArray(info, "regions", as_tensor=False) if region_level
                 else None,  # type: ignore[arg-type]
                 num_regions=np.load(info.folder / "num_regions.npy") if region_level else None)
@@ -204,4 +223,4 @@ def evaluation_split(cfg: Config, root: str, cache_root: Path | None = None) -> 
     ac = cfg.active
     if cache_root is None:
         return load_split(cfg, root, ac.eval_split, ac.eval_limit)[0]
-    return cached_arrays(cached_split(cfg, root, ac.eval_split, ac.eval_limit, cache_root))
+    return cached_arrays(cached_split(cfg, root, ac.eval_split, ac.eval_limit, cache_root)[0])

@@ -83,14 +83,15 @@ class CacheInfo:
 def build_cache(folder: Path, samples: Sequence[Sample], load: Callable[[Sample], LoadedSample],
                 size: tuple[int, int] | None, settings: dict[str, Any], shard_size: int = 256,
                 regions: RegionFn | None = None, group: Callable[[str], str | None] | None = None,
-                split: str = "", desc: str = "caching") -> CacheInfo:
+                split: str = "", root: str = "", desc: str = "caching") -> CacheInfo:
     """Write (or finish) the cache of ``samples`` (in this order) at ``size`` (h, w).
 
     Each shard is written with its rows (``shards/rows-NNNNN.json``: the manifest rows of
     its images) last, so a shard whose rows exist is whole and a resumed build skips it
     without decoding its images. ``load`` decodes a sample; ``regions`` computes an image's
     region map (region-level pools); ``group`` names an image's sequence or group from its
-    name (None: unknown). Returns the finished cache's info.
+    name (None: unknown). URIs under ``root`` are stored relative to it (the cache does not
+    depend on where the dataset lies). Returns the finished cache's info.
     """
     from segloop.active.pool_manifest import write_manifest
 
@@ -108,7 +109,8 @@ def build_cache(folder: Path, samples: Sequence[Sample], load: Callable[[Sample]
         if done.is_file():
             rows += read_json(done, f"delete {folder} to rebuild the cache", mapping=False)
         else:
-            rows += _write_shard(folder, shard, start, part, load, size, regions, group, split)
+            rows += _write_shard(folder, shard, start, part, load, size, regions, group, split,
+                                 root)
         bar.update(len(part))
     bar.close()
     hws = {(r["work_height"], r["work_width"]) for r in rows}
@@ -131,7 +133,7 @@ def build_cache(folder: Path, samples: Sequence[Sample], load: Callable[[Sample]
 def _write_shard(folder: Path, shard: int, start: int, part: Sequence[Sample],
                  load: Callable[[Sample], LoadedSample], size: tuple[int, int] | None,
                  regions: RegionFn | None, group: Callable[[str], str | None] | None,
-                 split: str) -> list[dict[str, Any]]:
+                 split: str, root: str) -> list[dict[str, Any]]:
     imgs, labs, rows = [], [], []
     for k, sample in enumerate(part):
         loaded = load(sample)
@@ -139,8 +141,9 @@ def _write_shard(folder: Path, shard: int, start: int, part: Sequence[Sample],
         imgs.append(img)
         labs.append(lab)
         rows.append({"index": start + k, "image_id": loaded.image_id, "name": sample.name,
-                     "split": split, "image_uri": sample.image_url,
-                     "label_uri": sample.label_url, "height": int(loaded.image.shape[0]),
+                     "split": split, "image_uri": _relative(sample.image_url, root),
+                     "label_uri": _relative(sample.label_url, root),
+                     "height": int(loaded.image.shape[0]),
                      "width": int(loaded.image.shape[1]), "work_height": int(img.shape[0]),
                      "work_width": int(img.shape[1]), "has_label": lab is not None,
                      "group": group(sample.name) if group is not None else None,
@@ -159,6 +162,14 @@ def _write_shard(folder: Path, shard: int, start: int, part: Sequence[Sample],
         _save(shard_path(folder, "regions", shard), maps.astype(np.int32))
     write_json(shard_path(folder, "rows", shard, ".json"), rows)
     return rows
+
+
+def _relative(uri: str | None, root: str) -> str | None:
+    """``uri`` relative to ``root`` when it lies under it (posix separators), else as is."""
+    if uri is None or not root:
+        return uri
+    base = root.rstrip("/") + "/"
+    return uri[len(base):] if uri.startswith(base) else uri
 
 
 def open_cache(folder: Path) -> CacheInfo | None:

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from segloop.active.pool import Pool
+from segloop.data.image_maps import ImageMaps
 from segloop.errors import DataError
 from segloop.pseudolabel.label_mapping import ABSTAIN
 from segloop.pseudolabel.store import LABELS_DIR, read_round_meta
@@ -25,10 +26,10 @@ from segloop.pseudolabel.store import LABELS_DIR, read_round_meta
 
 @dataclass(frozen=True)
 class Seeds:
-    """``labels`` (N, H, W) uint8 pool-aligned pseudo-labels (ignore where none) and where
-    they came from."""
+    """``labels`` (N, H, W) uint8 pool-aligned pseudo-labels (ignore where none; stored for
+    the images the round covers) and where they came from."""
 
-    labels: np.ndarray
+    labels: ImageMaps
     folder: str
     method: str
     round: int
@@ -52,7 +53,7 @@ def resolve_folder(value: str, workspace: Path) -> Path:
 def load_seeds(pool: Pool, folder: Path, num_classes: int, ignore_index: int) -> Seeds:
     """Read a pseudo-label round for the pool images it covers."""
     meta = read_round_meta(folder)
-    labels = np.full((len(pool), *pool.arrays.hw), ignore_index, np.uint8)
+    labels = ImageMaps(len(pool), pool.arrays.hw, np.uint8, ignore_index)
     h, w = pool.arrays.hw
     images = 0
     for i, image_id in enumerate(pool.arrays.image_ids):
@@ -76,12 +77,16 @@ def load_seeds(pool: Pool, folder: Path, num_classes: int, ignore_index: int) ->
                         "pseudolabel flow, or fix active.pseudolabels")
     return Seeds(labels, str(folder), str(meta.get("method")), int(meta.get("round", 0)),
                  str(meta.get("fingerprint")), images,
-                 int((labels != ignore_index).sum()))
+                 int(labels.count_per_image().sum()))
 
 
-def training_labels(human: np.ndarray, queried: np.ndarray, seeds: Seeds | None
-                    ) -> np.ndarray:
+def training_labels(human: ImageMaps, queried: ImageMaps, seeds: Seeds | None
+                    ) -> ImageMaps:
     """(N, H, W) uint8: the human label where a pixel was queried, else the seed label."""
     if seeds is None:
         return human
-    return np.where(queried, human, seeds.labels)
+    out = seeds.labels.copy()
+    for i, q in queried.items():
+        row = out.row(i)
+        row[q] = human[i][q]
+    return out

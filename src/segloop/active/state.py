@@ -18,6 +18,7 @@ from PIL import Image
 
 from segloop.active.pool import Pool
 from segloop.config import ActiveConfig
+from segloop.data.image_maps import ImageMaps
 from segloop.data.json_io import read_json
 from segloop.data.parquet import read_table
 from segloop.data.schemas import LABEL_ROUND
@@ -27,28 +28,30 @@ from segloop.errors import ConfigError, DataError
 @dataclass
 class LabelState:
     """``labels`` (N, H, W) uint8 (ignore = unlabelled) and ``queried`` (N, H, W) bool: the
-    pixels a person (or the simulated annotator) was asked about, void answers included."""
+    pixels a person (or the simulated annotator) was asked about, void answers included.
+    Both are :class:`~segloop.data.image_maps.ImageMaps`: stored only for the images that
+    have a queried pixel, so the state's memory grows with the labels, not the pool."""
 
-    labels: np.ndarray
-    queried: np.ndarray
+    labels: ImageMaps
+    queried: ImageMaps
     clicks: int = 0
 
     @classmethod
     def empty(cls, pool: Pool, ignore_index: int) -> LabelState:
-        shape = (len(pool), *pool.arrays.hw)
-        return cls(np.full(shape, ignore_index, np.uint8), np.zeros(shape, bool))
+        n, hw = len(pool), pool.arrays.hw
+        return cls(ImageMaps(n, hw, np.uint8, ignore_index), ImageMaps(n, hw, bool, False))
 
     @property
     def labelled_images(self) -> int:
-        return int(self.queried.reshape(len(self.queried), -1).any(1).sum())
+        return int((self.queried.count_per_image() > 0).sum())
 
     @property
     def queried_pixels(self) -> int:
-        return int(self.queried.sum())
+        return int(self.queried.count_per_image().sum())
 
     def image_queried(self) -> np.ndarray:
         """(N,) bool: images with any queried pixel (excluded from image-level rounds)."""
-        return self.queried.reshape(len(self.queried), -1).any(1)
+        return self.queried.count_per_image() > 0
 
     def unit_mask(self, pool: Pool, index: int, region_id: int) -> np.ndarray:
         """(H, W) bool mask of a unit: the whole image (-1) or one region."""
@@ -63,9 +66,15 @@ class LabelState:
         """Mark the units of image ``index`` as queried and copy ``label`` (H, W) inside them."""
         for rid in region_ids:
             mask = self.unit_mask(pool, index, rid)
-            self.queried[index] |= mask
-            self.labels[index][mask] = label[mask]
+            self.queried.row(index)[mask] = True
+            self.labels.row(index)[mask] = label[mask]
             self.clicks += int(rid >= 0)
+
+    def query_everything(self, pool: Pool, labels: Any) -> None:
+        """Every pixel queried, with ``labels`` (N, H, W; full supervision)."""
+        for i in range(len(pool)):
+            self.queried.row(i)[...] = True
+            self.labels.row(i)[...] = np.asarray(labels[i])
 
     def summary(self, pool: Pool) -> dict[str, float | int]:
         return {

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from segloop.config import TrainConfig
+from segloop.data.image_maps import ImageMaps, class_counts
 from segloop.train.loop import TrainSettings
 from segloop.train.models import build_model
 from segloop.train.semi import SemiSettings
@@ -23,12 +24,13 @@ def build_from_config(tc: TrainConfig, num_classes: int) -> nn.Module:
                        dropout=tc.dropout, pretrained=tc.pretrained)
 
 
-def class_weights(tc: TrainConfig, labels: torch.Tensor, num_classes: int,
+def class_weights(tc: TrainConfig, labels: torch.Tensor | ImageMaps, num_classes: int,
                   ignore_index: int) -> tuple[float, ...] | None:
     """Per-class loss weights: none, given, or 1/sqrt(frequency) of the labelled pixels.
 
-    ``labels`` (N, H, W) uint8. Inverse-sqrt weights are normalised to mean 1 over the
-    classes that occur; classes with no labelled pixel get weight 1.
+    ``labels`` (N, H, W) uint8 (dense, or :class:`ImageMaps`). Inverse-sqrt weights are
+    normalised to mean 1 over the classes that occur; classes with no labelled pixel get
+    weight 1.
     """
     if tc.class_weights == "none":
         return None
@@ -39,8 +41,7 @@ def class_weights(tc: TrainConfig, labels: torch.Tensor, num_classes: int,
             raise ConfigError(f"train.class_weights: {len(tc.class_weights)} values given for "
                               f"{num_classes} classes; give one weight per class")
         return tc.class_weights
-    flat = labels[labels != ignore_index].long()
-    counts = torch.bincount(flat, minlength=num_classes)[:num_classes].double().numpy()
+    counts = class_counts(labels, num_classes, ignore_index)
     present = counts > 0
     w = np.ones(num_classes)
     if present.any():

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from segloop.data.image_maps import ImageMaps, labelled_counts, rows_of
 from segloop.train.arrays import augment
 from segloop.train.metrics import SegMetrics, confusion_matrix, metrics_from_confusion
 from segloop.train.seed_loss import balanced_seed_loss
@@ -66,14 +67,14 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: 
     return F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index)
 
 
-def sampling_weights(labels: torch.Tensor, ignore_index: int, by: str) -> torch.Tensor:
+def sampling_weights(labels: Labels, ignore_index: int, by: str) -> torch.Tensor:
     """(N,) float: how often each image is drawn for the labelled batch.
 
     ``by`` = "image": every image with a labelled pixel alike; "pixels": in proportion to
     its labelled pixels (sparse region labels are not starved by images that hold one
     small region). Images without labelled pixels get 0.
     """
-    counts = (labels != ignore_index).flatten(1).sum(1).double()
+    counts = labelled_counts(labels, ignore_index)
     if by == "image":
         return (counts > 0).double()
     if by == "pixels":
@@ -81,11 +82,15 @@ def sampling_weights(labels: torch.Tensor, ignore_index: int, by: str) -> torch.
     raise ValueError(f"unknown label sampling {by!r}; use 'image' or 'pixels'")
 
 
-LabelRefresh = Callable[[nn.Module], torch.Tensor]
+Labels = torch.Tensor | ImageMaps
+"""(N, H, W) uint8 training labels: a dense tensor, or :class:`ImageMaps` (stored only for
+the images that have labels; the rest read as ``ignore_index``)."""
+
+LabelRefresh = Callable[[nn.Module], Labels]
 """Called with the (EMA teacher or) model in eval mode; returns new (N, H, W) uint8 labels."""
 
 
-def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+def train_model(model: nn.Module, images: torch.Tensor, labels: Labels,
                 settings: TrainSettings, ignore_index: int, device: torch.device,
                 progress: bool = True, desc: str = "training",
                 semi: SemiSettings | None = None, unlabelled: torch.Tensor | None = None,
@@ -93,8 +98,9 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                 refresh_at: tuple[float, ...] = ()) -> list[float]:
     """Train in place for ``settings.steps`` steps on the images that have labelled pixels.
 
-    ``images`` (N, 3, H, W) uint8, ``labels`` (N, H, W) uint8 (``ignore_index`` = not
-    labelled). Labelled batches are drawn with replacement by a seeded generator, weighted
+    ``images`` (N, 3, H, W) uint8 (a tensor, or any view indexed like one, e.g. the pool
+    cache's), ``labels`` (N, H, W) uint8 (``ignore_index`` = not labelled; see
+    :data:`Labels`). Labelled batches are drawn with replacement by a seeded generator, weighted
     by ``settings.label_sampling``. With ``semi``, each step after its start also draws
     ``semi.batch_size`` images from ``unlabelled`` (indices into ``images``; default all)
     for the consistency loss (:mod:`segloop.train.semi`). ``refresh`` (e.g. region growing)
@@ -126,7 +132,7 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
             weights = sampling_weights(labels, ignore_index, settings.label_sampling)
         pick = torch.multinomial(weights, settings.batch_size, replacement=True, generator=gen)
         x = images[pick].float().div_(255.0)
-        y = labels[pick].long()
+        y = rows_of(labels, pick).long()
         x, y = augment(x, y, gen, settings.scale, settings.flip, ignore_index)
         ramp = semi.ramp(step, settings.steps) if semi is not None else 0.0
         if ramp > 0 and semi is not None and teacher is not None and pool_u.numel() > 0:
