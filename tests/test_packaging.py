@@ -3,6 +3,7 @@ front-ends inside it (`segloop.flows`, `segloop.tasks`), and no generic top-leve
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -27,8 +28,16 @@ def test_the_package_list_covers_every_folder() -> None:
 
 
 def test_the_wheel_has_no_top_level_flows_or_tasks(tmp_path: Path) -> None:
+    # built from a copy: setuptools writes build/ and *.egg-info beside the sources
+    src = tmp_path / "src-copy"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for name in ("src", "flows", "tasks"):
+        shutil.copytree(ROOT / name, src / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "--quiet", str(ROOT), "-w", str(tmp_path)], check=True, cwd=tmp_path)
+                    "--quiet", str(src), "-w", str(tmp_path)], check=True, cwd=tmp_path)
     (wheel,) = tmp_path.glob("segloop-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"segloop", wheel.name.split("-py")[0]

@@ -1,1 +1,0 @@
-"""Pseudo-labels and seeds from SAM mask embeddings (ALGORITHMS.md section 2)."""

@@ -1,1 +1,0 @@
-"""Fault-injection suite: tiny pipelines per flow and a kill/rerun/compare harness."""

@@ -1,1 +1,0 @@
-"""Synthetic images of user-named classes with Stable Diffusion (ALGORITHMS.md section 2)."""
