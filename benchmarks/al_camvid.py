@@ -83,7 +83,9 @@ SEMI = {"semi": {"enabled": True}}
 RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # name: (active overrides, train overrides); the rest are the library's defaults
     "random": ({"strategy": "random", "initial_strategy": "random"}, {}),
-    "entropy": ({"strategy": "entropy"}, {}),
+    # growing on: the region-level default until the ablation (abl/+class-balance, growing
+    # off, is the default since); pinned so the stored region/entropy points stay reproducible
+    "entropy": ({"strategy": "entropy", "region": {"grow": True}}, {}),
     "margin": ({"strategy": "margin"}, {}),
     "uig": ({"strategy": "uig"}, {}),
     "bald": ({"strategy": "bald"}, {}),

@@ -152,12 +152,13 @@ def test_region_level_round_labels_only_selected_regions(
 ) -> None:
     from segloop.flows.active_learning import active_learning_flow
 
-    # semi-supervision, region growing (a default) and the random baseline on the way
+    # semi-supervision, region growing (an option) and the random baseline on the way
     cfg = al_config(tmp_path, camvid_root, "r", train={"semi": {"enabled": True,
                                                                  "start_fraction": 0.0}},
                     level="region", rounds=1, strategy="uig", initial_fraction=0.05,
                     budget_per_round=0.05, annotator="dominant", compare_random=True,
-                    region={"n_segments": 12, "max_per_image": 2, "grow_at": [0.5]})
+                    region={"n_segments": 12, "max_per_image": 2, "grow": True,
+                            "grow_at": [0.5]})
     result = active_learning_flow(config=cfg)
     assert [r["round"] for r in result.rounds] == [0, 1]
     pool_pixels = 10 * 24 * 32

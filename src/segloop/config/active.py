@@ -82,7 +82,7 @@ class RegionConfig(Section):
     max_per_image: int | None = Field(
         4, ge=1, description="at most this many regions of one image per round (queries "
         "spread over many images); null = no cap")
-    grow: bool = Field(True, description="grow labelled regions into neighbouring regions "
+    grow: bool = Field(False, description="grow labelled regions into neighbouring regions "
                        "the model is sure of (Kim 2022, ch. 3); grown pixels train, never "
                        "count as labelled")
     grow_beta: float = Field(0.7, gt=0.0, lt=1.0, description="mean class score a "
