@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from torch import nn
 
 from segloop.active import baseline, loop
 from segloop.active.selection import Selection
@@ -15,6 +15,7 @@ from segloop.active.state import LabelState
 from segloop.config import Config
 from segloop.flows.events import emit_label_round
 from segloop.tasks._retry import transient
+from segloop.train.checkpoint import read_meta
 from segloop.train.metrics import SegMetrics
 from segloop.versioning import RoundInfo
 
@@ -36,14 +37,44 @@ def label_state(ctx: loop.ALContext, upto: int) -> LabelState:
     return loop.label_state(ctx, upto)
 
 
+# Tasks that may run on any worker (runner: dask) take the config and round numbers and
+# hand back references (checkpoint and scan paths) or small records, never models or pools.
+
+
+@dataclass(frozen=True)
+class TrainedRound:
+    """The model of rounds 0..k: its checkpoint and the seconds its training took."""
+
+    checkpoint: str
+    seconds: float
+
+
 @task(name="train", cache_policy=NO_CACHE, tags=["gpu"])
-def train(ctx: loop.ALContext, k: int, state: LabelState) -> tuple[nn.Module, float]:
-    return loop.train_after(ctx, k, state)
+def train(cfg: Config, k: int) -> TrainedRound:
+    ctx = loop.open_context(cfg)
+    loop.train_after(ctx, k, loop.label_state(ctx, k))
+    meta = read_meta(ctx.model_path(k))
+    return TrainedRound(str(ctx.model_path(k)), float(meta.get("train_seconds", 0.0)))
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, tags=["gpu"])
-def evaluate(ctx: loop.ALContext, model: nn.Module) -> SegMetrics:
-    return loop.evaluate_model(ctx, model)
+def evaluate(cfg: Config, k: int) -> SegMetrics:
+    ctx = loop.open_context(cfg)
+    return loop.evaluate_model(ctx, loop.load_model(ctx, k))
+
+
+@task(name="random-baseline", cache_policy=NO_CACHE, tags=["gpu"])
+def random_baseline(cfg: Config, k: int) -> dict:
+    ctx = loop.open_context(cfg)
+    return baseline.random_baseline(ctx, k, loop.label_state(ctx, k), progress=False)
+
+
+@task(name="score-shard", cache_policy=NO_CACHE, tags=["gpu"])
+def score_shard(cfg: Config, n: int, start: int, stop: int) -> str:
+    return str(loop.score_shard(loop.open_context(cfg), n, start, stop))
+
+
+# Tasks of the flow's own process: they read and write the workspace (one writer).
 
 
 @task(name="record-metrics", cache_policy=NO_CACHE)
@@ -52,15 +83,10 @@ def record_metrics(ctx: loop.ALContext, k: int, state: LabelState, metrics: SegM
     return loop.record_metrics(ctx, k, state, metrics, extra)
 
 
-@task(name="random-baseline", cache_policy=NO_CACHE, tags=["gpu"])
-def random_baseline(ctx: loop.ALContext, k: int, state: LabelState) -> dict:
-    return baseline.random_baseline(ctx, k, state)
-
-
-@task(name="score-and-select", cache_policy=NO_CACHE, tags=["gpu"])
-def score_and_select(ctx: loop.ALContext, model: nn.Module, state: LabelState,
-                     n: int) -> tuple[Selection, Path, float]:
-    return loop.score_and_select(ctx, model, state, n)
+@task(name="select", cache_policy=NO_CACHE)
+def select(ctx: loop.ALContext, state: LabelState, n: int, scans: list[str],
+           started: float) -> tuple[Selection, Path, float]:
+    return loop.select_from_shards(ctx, state, n, [Path(p) for p in scans], started)
 
 
 @task(name="simulate-labels", cache_policy=NO_CACHE)

@@ -70,13 +70,15 @@ def needs_features(ac: ActiveConfig) -> bool:
 def select_round(model: nn.Module, pool: Pool, state: LabelState, cfg: Config,
                  budget: Budget, n: int, device: torch.device,
                  progress: bool = True) -> tuple[Choice, PoolScan, float]:
-    """Scan the pool with round ``n``'s model and choose its units; also the seconds that
-    scanning plus choosing took."""
+    """Scan the pool with round ``n``'s model (in ``runner.score_shard_images`` shards, as
+    the flow's mapped tasks do) and choose its units; also the seconds that scanning plus
+    choosing took."""
     ac = cfg.active
     start = time.perf_counter()
     scan = scan_pool(model, pool, state, ac.strategy, ac.level, device, round_number=n,
                      seed=cfg.base.seed, batch_size=cfg.train.eval_batch_size,
-                     mc_samples=ac.mc_samples, features=needs_features(ac), progress=progress)
+                     mc_samples=ac.mc_samples, features=needs_features(ac), progress=progress,
+                     shard_images=cfg.runner.score_shard_images)
     gen = torch.Generator().manual_seed(cfg.base.seed * 1_000_003 + n)
     choice = choose(scan, pool, state, ac, budget, gen)
     return choice, scan, time.perf_counter() - start

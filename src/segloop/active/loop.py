@@ -9,7 +9,11 @@ never labels, commits or tags anything twice.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,10 +24,12 @@ import torch
 from torch import nn
 
 from segloop.active.annotator import annotate_units
-from segloop.active.fit import fit_round, initial_choice, select_round
+from segloop.active.choose import choose
+from segloop.active.fit import fit_round, initial_choice, needs_features, select_round
 from segloop.active.pool import Pool, build_pool, evaluation_split
 from segloop.active.rounds_io import write_round_folder
-from segloop.active.scoring import write_scores
+from segloop.active.scan_files import load_scan, save_scan
+from segloop.active.scoring import merge_scans, scan_range, shard_ranges, write_scores
 from segloop.active.seeds import Seeds, load_seeds, resolve_folder, training_labels
 from segloop.active.selection import Budget, Selection, Unit
 from segloop.active.state import LabelState, load_state
@@ -86,8 +92,22 @@ class ALContext:
         return self.ws.root / MODELS_DIR / f"round_{k:03d}.safetensors"
 
 
-def prepare(cfg: Config) -> ALContext:
-    """Locate the data, open the workspace, load the pool and the evaluation split."""
+_CONTEXTS: dict[str, ALContext] = {}  # the last few configs' contexts in this process
+_CONTEXTS_LOCK = threading.RLock()
+_CONTEXTS_KEPT = 4
+
+
+def _remember(cfg: Config, ctx: ALContext) -> None:
+    with _CONTEXTS_LOCK:
+        _CONTEXTS.pop(cfg.model_dump_json(), None)
+        _CONTEXTS[cfg.model_dump_json()] = ctx
+        while len(_CONTEXTS) > _CONTEXTS_KEPT:
+            del _CONTEXTS[next(iter(_CONTEXTS))]
+
+
+def prepare(cfg: Config, version: bool = True) -> ALContext:
+    """Locate the data, open the workspace, load the pool and the evaluation split (building
+    their caches on first use; ``version``: DVC-version finished caches)."""
     ac = cfg.active
     root = resolve_data_root(cfg, splits=(ac.pool_split, ac.eval_split))
     ws = open_workspace(cfg)
@@ -98,14 +118,25 @@ def prepare(cfg: Config) -> ALContext:
         raise ConfigError(f"the pool split {ac.pool_split!r} has no labels: the simulated "
                               "annotator needs ground truth; set active.annotator: human")
     evaluation = evaluation_split(cfg, root, cache)
-    _version_caches(cfg, ws, root, cache)
+    if version:
+        _version_caches(cfg, ws, root, cache)
     log.info("pool: %d images (%s), evaluation: %d images (%s), at %dx%d", len(pool),
              ac.pool_split, len(evaluation), ac.eval_split, *pool.arrays.hw)
     seeds = None
     if ac.pseudolabels:
         seeds = load_seeds(pool, resolve_folder(ac.pseudolabels, ws.root),
                            cfg.data.classes.num_classes, cfg.data.classes.ignore_index)
-    return ALContext(cfg, ws, pool, evaluation, pick_device(cfg.base.device), seeds, root)
+    ctx = ALContext(cfg, ws, pool, evaluation, pick_device(cfg.base.device), seeds, root)
+    _remember(cfg, ctx)  # tasks of this run in this process reuse it (open_context)
+    return ctx
+
+
+def open_context(cfg: Config) -> ALContext:
+    """The loop's context in this process (a task on any worker): :func:`prepare` once per
+    config and process, without versioning (the flow's own ``prepare`` did that)."""
+    with _CONTEXTS_LOCK:
+        ctx = _CONTEXTS.get(cfg.model_dump_json())
+        return ctx if ctx is not None else prepare(cfg, version=False)
 
 
 def _version_caches(cfg: Config, ws: Workspace, root: str, cache: Path) -> None:
@@ -201,6 +232,13 @@ def train_after(ctx: ALContext, k: int, state: LabelState,
     return model, seconds
 
 
+def load_model(ctx: ALContext, k: int) -> nn.Module:
+    """The model trained on rounds 0..k, from its checkpoint, on the context's device."""
+    model = build_from_config(ctx.cfg.train, ctx.classes.num_classes)
+    load_checkpoint(model, ctx.model_path(k))
+    return model.to(ctx.device)
+
+
 def _version_model(ctx: ALContext, k: int, path: Path) -> None:
     warm = ctx.cfg.active.warm_start_steps is not None and k > 0
     record = _lineage(ctx, "model", [
@@ -281,6 +319,60 @@ def score_and_select(ctx: ALContext, model: nn.Module, state: LabelState, n: int
     write_scores(path, choice.rows(ctx.pool, n, ac.strategy))
     log.info("round %d: %s scored %d units and selected %d in %.2f s", n, ac.strategy,
              len(scan.units), len(choice.selection.units), seconds)
+    kill_point("al.selected")
+    return _checked(choice.selection, scan.units, "active.budget_per_round"), path, seconds
+
+
+def scan_shards(ctx: ALContext) -> list[tuple[int, int]]:
+    """The pool's image ranges, one per mapped scoring task (``runner.score_shard_images``)."""
+    return shard_ranges(len(ctx.pool), ctx.cfg.runner.score_shard_images)
+
+
+def scan_folder(ctx: ALContext, n: int) -> Path:
+    """Where round ``n``'s shard scans go: keyed by the scoring model's checkpoint (a
+    retrained model never reuses an older model's scans)."""
+    ckpt = ctx.model_path(n - 1)
+    st = ckpt.stat()
+    key = hashlib.sha256(json.dumps(
+        [read_meta(ckpt).get("recipe"), st.st_size, st.st_mtime_ns, ctx.cfg.active.strategy,
+         ctx.cfg.active.level, needs_features(ctx.cfg.active)],
+        sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return ctx.work_dir(n) / "scan" / key
+
+
+def score_shard(ctx: ALContext, n: int, start: int, stop: int,
+                progress: bool = False) -> Path:
+    """Scan pool images ``start:stop`` with the model of rounds 0..n-1 (for round ``n``) and
+    write the shard's scan (:mod:`segloop.active.scan_files`); a shard already written is
+    not scanned again. Returns its path."""
+    path = scan_folder(ctx, n) / f"shard_{start:08d}_{stop:08d}.npz"
+    if path.is_file():
+        return path
+    ac = ctx.cfg.active
+    state = label_state(ctx, n - 1)
+    scan = scan_range(load_model(ctx, n - 1), ctx.pool, state, ac.strategy, ac.level,
+                      ctx.device, start, stop, round_number=n, seed=ctx.cfg.base.seed,
+                      batch_size=ctx.cfg.train.eval_batch_size, mc_samples=ac.mc_samples,
+                      features=needs_features(ac), progress=progress)
+    return save_scan(path, scan)
+
+
+def select_from_shards(ctx: ALContext, state: LabelState, n: int, paths: list[Path],
+                       started: float) -> tuple[Selection, Path, float]:
+    """Merge the shard scans (pool order) and choose round ``n``'s units, as
+    :func:`score_and_select` does in one process; ``started``: ``time.perf_counter()`` when
+    scoring began. Returns the selection, the scores table and the seconds since
+    ``started``."""
+    ac = ctx.cfg.active
+    scan = merge_scans([load_scan(p) for p in paths], ctx.pool, state, ac.strategy, ac.level,
+                       round_number=n, seed=ctx.cfg.base.seed)
+    gen = torch.Generator().manual_seed(ctx.cfg.base.seed * 1_000_003 + n)
+    choice = choose(scan, ctx.pool, state, ac, budget(ctx, ac.budget_per_round), gen)
+    seconds = time.perf_counter() - started
+    path = ctx.work_dir(n) / "scores.parquet"
+    write_scores(path, choice.rows(ctx.pool, n, ac.strategy))
+    log.info("round %d: %s scored %d units in %d shard(s) and selected %d in %.2f s", n,
+             ac.strategy, len(scan.units), len(paths), len(choice.selection.units), seconds)
     kill_point("al.selected")
     return _checked(choice.selection, scan.units, "active.budget_per_round"), path, seconds
 

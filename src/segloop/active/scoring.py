@@ -8,6 +8,7 @@ picked) is written once the units are chosen (:mod:`segloop.active.choose`).
 
 from __future__ import annotations
 
+import threading
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,9 @@ from segloop.active.state import LabelState
 from segloop.data.parquet import TableWriter
 from segloop.data.schemas import SCORES
 from segloop.train.loop import iter_probs
+
+_MC_LOCK = threading.Lock()
+"""MC-dropout scoring seeds torch's global generator: one such scan at a time per process."""
 
 
 def score_row(round_number: int, pool: Pool, u: Unit, strategy: str) -> dict[str, object]:
@@ -110,19 +114,62 @@ def write_scores(path: Path, rows: list[dict[str, object]]) -> None:
 def scan_pool(model: nn.Module | None, pool: Pool, state: LabelState, strategy: str,
               level: str, device: torch.device, *, round_number: int, seed: int,
               batch_size: int = 32, mc_samples: int = 8, features: bool = False,
-              gradients: bool = False, progress: bool = True) -> PoolScan:
+              gradients: bool = False, progress: bool = True,
+              shard_images: int | None = None) -> PoolScan:
     """Score every unqueried unit; with ``features`` / ``gradients`` also keep every pool
-    image's features, predicted class shares and BADGE embeddings (same forward pass)."""
+    image's features, predicted class shares and BADGE embeddings (same forward pass).
+
+    The pool is scanned in shards of ``shard_images`` images (one shard if None), exactly as
+    the flow's mapped scoring tasks do (:func:`scan_range`, :func:`merge_scans`), so both
+    give the same scan."""
+    ranges = shard_ranges(len(pool), shard_images or max(1, len(pool)))
+    parts = [scan_range(model, pool, state, strategy, level, device, start, stop,
+                        round_number=round_number, seed=seed, batch_size=batch_size,
+                        mc_samples=mc_samples, features=features, gradients=gradients,
+                        progress=progress) for start, stop in ranges]
+    return merge_scans(parts, pool, state, strategy, level, round_number=round_number,
+                       seed=seed)
+
+
+def shard_ranges(n: int, size: int) -> list[tuple[int, int]]:
+    """[start, stop) image ranges of at most ``size`` images covering 0..n."""
+    if size < 1:
+        raise ValueError(f"shard size must be >= 1, got {size}")
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+def scan_range(model: nn.Module | None, pool: Pool, state: LabelState, strategy: str,
+               level: str, device: torch.device, start: int, stop: int, *,
+               round_number: int, seed: int, batch_size: int = 32, mc_samples: int = 8,
+               features: bool = False, gradients: bool = False,
+               progress: bool = True) -> PoolScan:
+    """:func:`scan_pool` over pool images ``start:stop`` only (one mapped task's share):
+    units with absolute image indices, per-image arrays for those rows. Random strategies
+    get their units in :func:`merge_scans` (one generator over the whole pool)."""
     check_strategy(strategy)
     kind = STRATEGIES[strategy].kind
     if kind == "random" and not features:
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + round_number)
-        return PoolScan(candidate_units_random(pool, state, level, gen))
+        return PoolScan([])
     if model is None:
         raise ValueError(f"strategy {strategy!r} needs a trained model")
     return _scan_with_model(model, pool, state, strategy, level, device, round_number, seed,
                             batch_size, mc_samples, features or kind != "uncertainty",
-                            gradients or kind == "badge", progress)
+                            gradients or kind == "badge", progress, start, stop)
+
+
+def merge_scans(parts: list[PoolScan], pool: Pool, state: LabelState, strategy: str,
+                level: str, *, round_number: int, seed: int) -> PoolScan:
+    """Join shard scans (in pool order) into the scan of the whole pool."""
+    units = [u for p in parts for u in p.units]
+    if STRATEGIES[strategy].kind == "random":  # the same draws with or without a model
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + round_number)
+        units = candidate_units_random(pool, state, level, gen)
+
+    def cat(name: str) -> torch.Tensor | None:
+        xs = [getattr(p, name) for p in parts if getattr(p, name) is not None]
+        return torch.cat(xs) if xs else None
+
+    return PoolScan(units, cat("features"), cat("class_fractions"), cat("gradients"))
 
 
 def _unit_scores(strategy: str, kind: str, probs: torch.Tensor, level: str) -> torch.Tensor:
@@ -137,25 +184,29 @@ def _unit_scores(strategy: str, kind: str, probs: torch.Tensor, level: str) -> t
 def _scan_with_model(model: nn.Module, pool: Pool, state: LabelState, strategy: str,
                      level: str, device: torch.device, round_number: int, seed: int,
                      batch_size: int, mc_samples: int, want_features: bool,
-                     want_gradients: bool, progress: bool) -> PoolScan:
+                     want_gradients: bool, progress: bool, start: int,
+                     stop: int) -> PoolScan:
     info = STRATEGIES[strategy]
     needs_mc = info.needs_mc
     done_images = state.image_queried()
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + round_number)
     num_classes = None
     feats: list[torch.Tensor] = []
     fracs: list[torch.Tensor] = []
     grads: list[torch.Tensor] = []
     units: list[Unit] = []
-    bar = tqdm(total=len(pool), desc=f"scoring ({strategy})", unit="img", disable=not progress,
-               leave=False)
+    bar = tqdm(total=stop - start, desc=f"scoring ({strategy})", unit="img",
+               disable=not progress, leave=False)
     with ExitStack() as stack:
         cap = None
+        if needs_mc:  # dropout draws seeded per shard: the same on any worker, in any order
+            stack.enter_context(_MC_LOCK)
+            stack.enter_context(torch.random.fork_rng(devices=[]))
+            torch.manual_seed(seed * 1_000_003 + round_number * 7_919 + start)
         if want_features or want_gradients:
             c_out = _num_classes(model, pool, device)
             cap = stack.enter_context(capture_features(model, c_out))
         stream = iter_probs(model, pool.arrays.images, device, batch_size,
-                            mc_samples=mc_samples if needs_mc else 0)
+                            mc_samples=mc_samples if needs_mc else 0, start=start, stop=stop)
         for sl, probs in stream:
             mean = probs.mean(0) if needs_mc else probs  # (B, C, H, W)
             num_classes = mean.shape[1]
@@ -173,8 +224,6 @@ def _scan_with_model(model: nn.Module, pool: Pool, state: LabelState, strategy: 
                                       state, done_images, level)
             bar.update(sl.stop - sl.start)
     bar.close()
-    if info.kind == "random":  # the same draws as without a model
-        units = candidate_units_random(pool, state, level, gen)
     return PoolScan(units, torch.cat(feats) if feats else None,
                     torch.cat(fracs) if fracs else None,
                     torch.cat(grads) if grads else None)

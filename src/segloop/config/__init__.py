@@ -31,6 +31,7 @@ from segloop.config.pseudolabel import (
     USamConfig,
 )
 from segloop.config.root import Config
+from segloop.config.runner import RunnerConfig
 from segloop.config.section import Section
 from segloop.config.synth import SynthClass, SynthConfig
 
@@ -48,6 +49,7 @@ __all__ = [
     "ModelsConfig",
     "PathsConfig",
     "PseudolabelConfig",
+    "RunnerConfig",
     "RegionConfig",
     "SCHEDULER_NAMES",
     "SamClipConfig",

@@ -62,6 +62,10 @@ class TrainConfig(Section):
     seed_background: int | None = Field(
         None, ge=0, le=254, description="loss balanced_seed: the background class id "
         "(null: every labelled pixel is foreground, i.e. plain cross-entropy)")
+    loader_workers: int = Field(
+        0, ge=0, description="worker processes of the DataLoader that reads training "
+        "batches (images and label rows, from the pool cache or memory); 0 reads them in "
+        "the training process. The losses are the same for any number")
     semi: SemiConfig = SemiConfig()
 
 

@@ -10,6 +10,7 @@ from segloop.config.data import DataConfig, SmokeConfig
 from segloop.config.embed import EmbedConfig
 from segloop.config.models import ModelsConfig
 from segloop.config.pseudolabel import PseudolabelConfig
+from segloop.config.runner import RunnerConfig
 from segloop.config.section import Section
 from segloop.config.synth import SynthConfig
 
@@ -24,6 +25,7 @@ class Config(Section):
     pseudolabel: PseudolabelConfig = PseudolabelConfig()
     active: ActiveConfig = ActiveConfig()
     train: TrainConfig = TrainConfig()
+    runner: RunnerConfig = RunnerConfig()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (lists, not tuples), ready for YAML."""

@@ -53,10 +53,13 @@ def class_weights(tc: TrainConfig, labels: torch.Tensor | ImageMaps, num_classes
 
 def train_settings(tc: TrainConfig, seed: int, weights: tuple[float, ...] | None
                    ) -> TrainSettings:
+    """The ``train`` section's schedule with ``seed`` and class ``weights`` (C floats, or
+    None); ``train.loader_workers`` becomes ``num_workers``."""
     return TrainSettings(steps=tc.steps, batch_size=tc.batch_size, lr=tc.lr,
                          weight_decay=tc.weight_decay, scale=tc.scale, flip=tc.flip,
                          class_weights=weights, seed=seed, label_sampling=tc.label_sampling,
-                         loss=tc.loss, seed_background=tc.seed_background)
+                         loss=tc.loss, seed_background=tc.seed_background,
+                         num_workers=tc.loader_workers)
 
 
 def semi_settings(tc: TrainConfig) -> SemiSettings | None:

@@ -139,12 +139,15 @@ class UnlabelledBatch:
     valid: torch.Tensor
 
 
-def unlabelled_batch(images: torch.Tensor, pick: torch.Tensor, teacher: EmaTeacher,
+def unlabelled_batch(images: torch.Tensor, teacher: EmaTeacher,
                      settings: SemiSettings, scale: tuple[float, float], flip: bool,
                      generator: torch.Generator, device: torch.device) -> UnlabelledBatch:
     """Weak view (the labelled batch's flips and scale jitter) -> teacher targets; strong
-    view = CutMix of the weak views plus colour jitter, targets mixed the same way."""
-    x = images[pick].float().div_(255.0)
+    view = CutMix of the weak views plus colour jitter, targets mixed the same way.
+
+    ``images`` (U, 3, H, W) uint8: the unlabelled images as read (by the training loader,
+    :mod:`segloop.train.batches`); every random draw here uses ``generator``."""
+    x = images.float().div_(255.0)
     b, _, h, w = x.shape
     pad = torch.zeros(b, h, w, dtype=torch.long)  # 0 = image, -1 = padding after rescaling
     x, pad = augment(x, pad, generator, scale, flip, -1)

@@ -1,0 +1,82 @@
+"""The task runner the config names (``runner``) for a flow's mapped work.
+
+A flow opens it once (``with task_runner(cfg.runner) as run:``) and submits its mapped
+tasks there: embed shards, synthesize chunks, pool scoring by shard, training and
+evaluation of the active-learning loop. ``threads`` is Prefect's ``ThreadPoolTaskRunner``
+in this process; ``dask`` is prefect-dask's ``DaskTaskRunner`` on a ``LocalCluster`` it
+starts (``runner.n_workers`` processes) or on the cluster at ``runner.address``. Either way
+the tasks are Prefect task runs of the flow run (states, retries, logs in the UI).
+
+GPU work: tasks tagged ``gpu`` ask the Dask scheduler for one unit of
+``runner.gpu_resource`` (e.g. ``GPU``); start one Dask worker per GPU declaring it
+(``CUDA_VISIBLE_DEVICES=0 dask worker tcp://scheduler:8786 --nthreads 1 --resources GPU=1``,
+and so on per device) and CPU-only workers without it: GPU tasks then run one per GPU, and
+the rest anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prefect.futures import PrefectFuture
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.tasks import Task
+
+from segloop.config import RunnerConfig
+
+
+class FlowTasks:
+    """Submit tasks to the configured runner: ``submit(task, **parameters)`` -> future."""
+
+    def __init__(self, cfg: RunnerConfig, runner: TaskRunner[Any]) -> None:
+        self.cfg = cfg
+        self.runner = runner
+        self.submitted = 0
+        self.seconds_submitting = 0.0
+
+    @property
+    def kind(self) -> str:
+        return self.cfg.kind
+
+    def submit(self, task: Task[..., Any], **parameters: Any) -> PrefectFuture[Any]:
+        """Run ``task(**parameters)`` on the runner (on a Dask worker with ``dask``); gpu-tagged
+        tasks request one ``runner.gpu_resource`` there."""
+        start = time.perf_counter()
+        with self._resources(task):
+            future = self.runner.submit(task, parameters=parameters)
+        self.submitted += 1
+        self.seconds_submitting += time.perf_counter() - start
+        return future
+
+    def _resources(self, task: Task[..., Any]) -> contextlib.AbstractContextManager[Any]:
+        if self.cfg.kind != "dask" or not self.cfg.gpu_resource or "gpu" not in task.tags:
+            return contextlib.nullcontext()
+        import dask
+
+        return dask.annotate(resources={self.cfg.gpu_resource: 1})
+
+
+def build_runner(cfg: RunnerConfig) -> TaskRunner[Any]:
+    """The Prefect task runner for ``cfg`` (not started)."""
+    if cfg.kind == "threads":
+        return ThreadPoolTaskRunner(max_workers=cfg.max_workers)
+    if cfg.kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if cfg.address:
+            return DaskTaskRunner(address=cfg.address)
+        return DaskTaskRunner(cluster_kwargs={
+            "n_workers": cfg.n_workers, "threads_per_worker": cfg.threads_per_worker,
+            "processes": True, "resources": dict(cfg.worker_resources) or None,
+            "dashboard_address": ":0"})
+    raise ValueError(f"runner.kind {cfg.kind!r} is not implemented; use threads or dask")
+
+
+@contextlib.contextmanager
+def task_runner(cfg: RunnerConfig) -> Iterator[FlowTasks]:
+    """Start the configured runner for the block (a Dask LocalCluster stops after it)."""
+    with build_runner(cfg) as runner:
+        yield FlowTasks(cfg, runner)
