@@ -62,7 +62,7 @@ CACHE = HERE / ".cache" / "scale"
 HW = (96, 128)
 CLASSES, IGNORE = 11, 11
 DATA_VERSION = 1  # bump when the generator changes: every size is written again
-PARTS = ("streamed",)  # parts of the JSON this script writes; see main()
+PARTS = ("streamed", "dask")  # parts of the JSON this script writes; see main()
 TARGETS = {"rss_ratio": 1.2, "scoring_per_1k_spread": 0.15}
 # CamVid's class colours (segloop.data.classes.CAMVID), in class-id order
 PALETTE = np.array([(128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128),
@@ -490,8 +490,20 @@ def main(argv: list[str] | None = None) -> int:
                      **summarize(per_size)})
         data["wall_minutes"] = (time.perf_counter() - start) / 60
 
-    # Part 2, "dask" (added later, by another change): it goes here, runs when "dask" is
-    # in --only (add it to PARTS), and writes only data["dask"]; the keys above stay.
+    # Part 2, "dask": threads against 1 and 2 local Dask workers through the real flows, on
+    # the smallest size's pool (benchmarks/scale_dask.py); writes only data["dask"].
+    if "dask" in args.only:
+        from segloop.runtime import configure_offline
+
+        configure_offline(Path(args.cache) / "prefect")
+        from scale_dask import measure_dask
+
+        from segloop.flows._server import interruptible_server
+
+        n = args.sizes[0]
+        root = generate(Path(args.cache), n, args.seed)
+        with interruptible_server():
+            data["dask"] = measure_dask(args, root, n)
 
     data = json.loads(json.dumps(data), parse_float=lambda x: round(float(x), 4))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from segloop.config import Config, load_config
 from segloop.embed import report, steps
 from segloop.errors import SegloopError
 from segloop.flows._server import cancelled_on_interrupt
+from segloop.flows.task_runner import task_runner
 from segloop.runlock import output_lock
 from segloop.tasks import embed as t
 
@@ -49,16 +50,18 @@ def embed_flow(pipeline: str | None = None, config: Config | None = None) -> dic
         stats: list[steps.ShardStats] = []
         failures: list[tuple[int, BaseException]] = []
         width = cfg.embed.concurrent_shards
-        for i in range(0, len(plan.shards), width):
-            wave = plan.shards[i : i + width]
-            futures = [t.embed_shard.submit(cfg, out, shard) for shard in wave]
-            for shard, future in zip(wave, futures, strict=True):
-                try:
-                    stats.append(future.result())
-                except Exception as err:  # noqa: BLE001  (reported below, after the others)
-                    failures.append((shard.shard, err))
-                    logger.error("shard %05d failed: %s", shard.shard, err)
-            update_progress_artifact(progress, 100.0 * (i + len(wave)) / len(plan.shards))
+        with task_runner(cfg.runner) as run:  # threads here, or Dask workers (config runner)
+            for i in range(0, len(plan.shards), width):
+                wave = plan.shards[i : i + width]
+                futures = [run.submit(t.embed_shard, cfg=cfg, out=out, shard=shard)
+                           for shard in wave]
+                for shard, future in zip(wave, futures, strict=True):
+                    try:
+                        stats.append(future.result())
+                    except Exception as err:  # noqa: BLE001  (reported below, after the rest)
+                        failures.append((shard.shard, err))
+                        logger.error("shard %05d failed: %s", shard.shard, err)
+                update_progress_artifact(progress, 100.0 * (i + len(wave)) / len(plan.shards))
         seconds = time.perf_counter() - start
         # 4. Version the output folder with DVC (whatever completed; also when this run
         # had nothing to do, in case a killed run left the folder unversioned: no change,

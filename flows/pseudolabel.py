@@ -29,6 +29,7 @@ from prefect.artifacts import (
 from segloop.config import Config, load_config
 from segloop.errors import ConfigError
 from segloop.flows._server import cancelled_on_interrupt
+from segloop.flows.task_runner import task_runner
 from segloop.pseudolabel import finish
 from segloop.pseudolabel.plan import PseudoPlan
 from segloop.tasks import pseudolabel as t
@@ -87,10 +88,17 @@ def _make_round(cfg: Config, ws: Workspace, root: str, plan: PseudoPlan,
                                         description="target chunks done")
     start = time.perf_counter()
     stats = []
-    for n, k in enumerate(plan.todo, 1):
-        stats.append(t.refine_chunk(cfg, plan, ws, root, k) if refiner
-                     else t.label_chunk(cfg, plan, root, k))
-        update_progress_artifact(progress, 100.0 * n / len(plan.todo))
+    with task_runner(cfg.runner) as run:
+        # one chunk at a time in this process (each holds the models); every chunk at once
+        # on Dask, one per worker slot (config runner)
+        width = len(plan.todo) if run.kind == "dask" else 1
+        for i in range(0, len(plan.todo), max(1, width)):
+            wave = plan.todo[i : i + max(1, width)]
+            futures = [run.submit(t.refine_chunk, cfg=cfg, p=plan, ws=ws, root=root, k=k)
+                       if refiner else run.submit(t.label_chunk, cfg=cfg, p=plan, root=root, k=k)
+                       for k in wave]
+            stats += [f.result() for f in futures]
+            update_progress_artifact(progress, 100.0 * (i + len(wave)) / len(plan.todo))
     seconds = time.perf_counter() - start
     # 5. Evaluate against ground truth where the target dataset has it.
     metrics = t.evaluate(cfg, plan, root) if cfg.pseudolabel.evaluate else None

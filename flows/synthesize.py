@@ -20,6 +20,7 @@ from prefect.artifacts import (
 
 from segloop.config import Config, load_config
 from segloop.flows._server import cancelled_on_interrupt
+from segloop.flows.task_runner import task_runner
 from segloop.runlock import output_lock
 from segloop.synth import contact, report, steps, store
 from segloop.tasks import synthesize as t
@@ -45,11 +46,13 @@ def synthesize_flow(pipeline: str | None = None, config: Config | None = None
         start = time.perf_counter()
         stats: list[steps.ChunkStats] = []
         width = cfg.synth.concurrent_chunks
-        for i in range(0, len(plan.chunks), width):
-            wave = plan.chunks[i : i + width]
-            futures = [t.generate_chunk.submit(cfg, out, chunk) for chunk in wave]
-            stats += [f.result() for f in futures]
-            update_progress_artifact(progress, 100.0 * (i + len(wave)) / len(plan.chunks))
+        with task_runner(cfg.runner) as run:  # threads here, or Dask workers (config runner)
+            for i in range(0, len(plan.chunks), width):
+                wave = plan.chunks[i : i + width]
+                futures = [run.submit(t.generate_chunk, cfg=cfg, out=out, chunk=chunk)
+                           for chunk in wave]
+                stats += [f.result() for f in futures]
+                update_progress_artifact(progress, 100.0 * (i + len(wave)) / len(plan.chunks))
         seconds = time.perf_counter() - start
         # 3. Compact the manifest parts, count per class, draw the contact sheet.
         final = t.finalize(cfg, out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -60,16 +61,18 @@ def label_chunk(cfg: Config, p: plan.PseudoPlan, root: str, k: int) -> mask_labe
 
 
 _WORKERS: dict[tuple[str, int], Any] = {}
+_WORKERS_LOCK = threading.Lock()
 
 
 def _per_round(p: plan.PseudoPlan, make: Callable[[], Any]) -> Any:
     """What labels a round's chunks (a head or CLIP with its text bank, a loaded diffusion
     pipeline, a dataset listing), made once per round in this process."""
     key = (p.fingerprint, p.round)
-    if key not in _WORKERS:
-        _WORKERS.clear()
-        _WORKERS[key] = make()
-    return _WORKERS[key]
+    with _WORKERS_LOCK:  # a Dask worker may run chunks in several threads
+        if key not in _WORKERS:
+            _WORKERS.clear()
+            _WORKERS[key] = make()
+        return _WORKERS[key]
 
 
 @task(name="plan-refinement", cache_policy=NO_CACHE)

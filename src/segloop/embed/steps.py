@@ -6,6 +6,7 @@ The flow (``flows/embed.py``) is a thin sequence of these; they also run without
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -142,6 +143,9 @@ def use_compile(cfg: Config, n_todo: int) -> bool:
     return on_cpu and has_compiler and n_todo >= AUTO_COMPILE_MIN_IMAGES
 
 
+_LOADING = threading.Lock()
+
+
 @lru_cache(maxsize=2)
 def _embedder(variant: str, checkpoint: str | None, seed: int, device: str, dtype: str,
               points_per_side: int, points_per_batch: int, all_masks: bool,
@@ -162,9 +166,10 @@ def release_models() -> None:
 def embedder(cfg: Config, compile: bool = False) -> MaskEmbedder:
     """The configured extractor (compiled or not); the model is loaded once per process."""
     sam, emb = cfg.models.sam, cfg.embed
-    return _embedder(sam.variant, sam.checkpoint, sam.seed, cfg.base.device, cfg.base.dtype,
-                     emb.points_per_side, emb.points_per_batch, emb.all_masks,
-                     emb.image_embeddings, compile, emb.compile == "auto")
+    with _LOADING:  # shards starting together in threads load it once
+        return _embedder(sam.variant, sam.checkpoint, sam.seed, cfg.base.device, cfg.base.dtype,
+                         emb.points_per_side, emb.points_per_batch, emb.all_masks,
+                         emb.image_embeddings, compile, emb.compile == "auto")
 
 
 def embed_shard(cfg: Config, out: str, shard: ShardPlan, progress: bool = True) -> ShardStats:

@@ -41,6 +41,7 @@ from transformers import (
 
 from segloop.devices import pick_device
 from segloop.errors import DataError, ModelNotFoundError
+from segloop.models.seeding import seeded
 from segloop.models.tokenizer import (
     BOS,
     EOS,
@@ -261,8 +262,7 @@ def build_tiny_clip(seed: int = 0, tokenizer_dir: str | Path | None = None
                        "intermediate_size": 37, "num_hidden_layers": 2,
                        "num_attention_heads": 4},
         projection_dim=16)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = CLIPModel(config).eval()
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},

@@ -53,6 +53,7 @@ from segloop.models.clip import (
     tiny_text_config,
     tiny_tokenizer,
 )
+from segloop.models.seeding import seeded
 
 if TYPE_CHECKING:
     from segloop.config import DiffusionModelConfig
@@ -150,8 +151,7 @@ def assemble(configs: dict[str, dict[str, Any]], tokenizer: CLIPTokenizer, seed:
     """A ``StableDiffusionPipeline`` (CPU, float32, eval mode, no safety checker) from
     ``configs`` (see :func:`tiny_configs`) with weights drawn from ``seed``; the global
     RNG is left untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         unet = UNet2DConditionModel(**configs["unet"]).eval()
         vae = AutoencoderKL(**configs["vae"]).eval()
         text_encoder = CLIPTextModel(CLIPTextConfig(**configs["text_encoder"])).eval()

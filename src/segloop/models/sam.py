@@ -32,6 +32,7 @@ from segment_anything.modeling import (
 
 from segloop.devices import pick_device, pick_dtype
 from segloop.errors import ConfigError, ModelNotFoundError
+from segloop.models.seeding import seeded
 
 CHECKPOINT_ENV = "SEGLOOP_SAM_CHECKPOINT"
 CACHE_DIR = Path("~/.cache/segloop/sam")
@@ -66,8 +67,7 @@ def build_sam(variant: str, *, seed: int = 0) -> Sam:
     if variant not in VARIANTS:
         raise ConfigError(f"models.sam.variant: unknown SAM variant {variant!r}; use one of "
                           f"{list(VARIANTS)}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         sam = _build_tiny() if variant == "tiny" else sam_model_registry[variant](checkpoint=None)
     return sam.eval()
 

@@ -7,6 +7,7 @@ with tiny models or a stub scorer.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -99,6 +100,9 @@ def plan(cfg: Config, out: str) -> SynthPlan:
     return SynthPlan(out, total, present, chunks, swept)
 
 
+_LOADING = threading.RLock()
+
+
 @lru_cache(maxsize=1)
 def _pipeline(model_id: str, revision: str | None, local_files_only: bool, scheduler: str,
               device: str, dtype: str, slicing: bool, tiling: bool, offload: bool,
@@ -119,9 +123,10 @@ def release_models() -> None:
 def pipeline(cfg: Config) -> LoadedPipeline:
     """The configured pipeline, loaded once per process."""
     d = cfg.models.diffusion
-    return _pipeline(d.model_id, d.revision, d.local_files_only, d.scheduler,
-                     cfg.base.device, cfg.base.dtype, d.attention_slicing, d.vae_tiling,
-                     d.cpu_offload, d.seed)
+    with _LOADING:  # chunks starting together in threads load it once
+        return _pipeline(d.model_id, d.revision, d.local_files_only, d.scheduler,
+                         cfg.base.device, cfg.base.dtype, d.attention_slicing, d.vae_tiling,
+                         d.cpu_offload, d.seed)
 
 
 @lru_cache(maxsize=1)
@@ -132,7 +137,10 @@ def _scorer(model_id: str, local_files_only: bool, device: str) -> ImageTextScor
 def scorer(cfg: Config) -> ImageTextScorer | None:
     """The CLIP filter's scorer, or None when no CLIP model is configured."""
     c = cfg.models.clip
-    return _scorer(c.model_id, c.local_files_only, cfg.base.device) if c.model_id else None
+    if not c.model_id:
+        return None
+    with _LOADING:
+        return _scorer(c.model_id, c.local_files_only, cfg.base.device)
 
 
 def generate_chunk(cfg: Config, out: str, chunk: Chunk, *, pipe: Any = None,
