@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from segloop.active.diversity import (
@@ -124,3 +125,19 @@ def test_proportional_quota_fills_the_largest_deficits() -> None:
                               1) == [1, 0]
     full = torch.tensor([True] * 5 + [False] * 6 + [True])
     assert proportional_quota(clusters, full, 10) == [1, 3, 2]  # only 1 + 3 + 2 rows are free
+
+
+def test_blocked_distances_equal_the_whole_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """k-means assignment and typicality in row blocks (memory rows x K, not N x K) give
+    what one block gives."""
+    from segloop.active import diversity
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(300, 16, generator=g), dim=1)
+    whole = diversity.typicality(x)
+    assert torch.equal(diversity.nearest_centre(x, x[:10], rows=37),
+                       diversity._sq_dists(x, x[:10]).argmin(1))
+    monkeypatch.setattr(diversity, "ASSIGN_ROWS", 64)
+    blocked = diversity.typicality(x)
+    assert torch.allclose(whole, blocked, rtol=1e-5, atol=1e-6)
+    assert blocked.shape == (300,) and bool((blocked > 0).all())

@@ -15,6 +15,19 @@ def _sq_dists(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     return d.clamp_min_(0.0)
 
 
+ASSIGN_ROWS = 8192  # rows per block of the (rows, K) distance matrix in k-means steps
+
+
+def nearest_centre(x: torch.Tensor, centres: torch.Tensor,
+                   rows: int = ASSIGN_ROWS) -> torch.Tensor:
+    """(N, D), (K, D) -> (N,) int64 index of each row's nearest centre, computed in blocks
+    of ``rows`` rows so memory stays at rows x K whatever N is."""
+    if x.shape[0] <= rows:
+        return _sq_dists(x, centres).argmin(1)
+    return torch.cat([_sq_dists(x[a : a + rows], centres).argmin(1)
+                      for a in range(0, x.shape[0], rows)])
+
+
 def kmeans_pp(x: torch.Tensor, k: int, generator: torch.Generator,
               first: int | None = None) -> list[int]:
     """k-means++ seeding (Arthur and Vassilvitskii 2007): ``k`` distinct row indices.
@@ -50,12 +63,12 @@ def kmeans(x: torch.Tensor, k: int, generator: torch.Generator,
         return torch.zeros(0, dtype=torch.int64)
     seeds = kmeans_pp(x, k, generator)
     centres = x[seeds].clone()
-    assign = _sq_dists(x, centres).argmin(1)
+    assign = nearest_centre(x, centres)
     for _ in range(iterations):
         sums = torch.zeros_like(centres).index_add_(0, assign, x)
         counts = torch.bincount(assign, minlength=len(centres)).unsqueeze(1)
         centres = torch.where(counts > 0, sums / counts.clamp_min(1), centres)
-        new = _sq_dists(x, centres).argmin(1)
+        new = nearest_centre(x, centres)
         if torch.equal(new, assign):
             break
         assign = new
@@ -69,10 +82,15 @@ def typicality(x: torch.Tensor, neighbours: int = 20) -> torch.Tensor:
     n = x.shape[0]
     if n <= 1:
         return torch.zeros(n)
-    d = _sq_dists(x, x).sqrt_()
-    d.fill_diagonal_(float("inf"))
     k = min(neighbours, n - 1)
-    return 1.0 / d.topk(k, dim=1, largest=False).values.mean(1).clamp_min(1e-12)
+    out = torch.empty(n)
+    for a in range(0, n, ASSIGN_ROWS):  # (rows, N) distances at a time, not (N, N)
+        d = _sq_dists(x[a : a + ASSIGN_ROWS], x).sqrt_()
+        rows = torch.arange(d.shape[0])
+        d[rows, rows + a] = float("inf")
+        out[a : a + d.shape[0]] = 1.0 / d.topk(k, dim=1, largest=False).values.mean(1).clamp_min(
+            1e-12)
+    return out
 
 
 def coverage_clusters(x: torch.Tensor, labelled: torch.Tensor, n: int,

@@ -74,13 +74,13 @@ def gradient_embedding(probs: torch.Tensor, features: torch.Tensor) -> torch.Ten
 
 def thumbnails(images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """(N, 3, H, W) uint8 -> (N, 3 * 12 * 16) float32: area-downsampled, each standardised."""
-    out = []
-    for s in range(0, images.shape[0], batch_size):
+    out = torch.empty(images.shape[0], 3 * THUMBNAIL_HW[0] * THUMBNAIL_HW[1])
+    for s in range(0, images.shape[0], batch_size):  # filled in place: one copy in memory
         x = F.adaptive_avg_pool2d(images[s : s + batch_size].float() / 255.0, THUMBNAIL_HW)
         x = x.flatten(1)
-        x = (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True).clamp_min(1e-6)
-        out.append(x)
-    return torch.cat(out)
+        out[s : s + x.shape[0]] = (x - x.mean(1, keepdim=True)) / x.std(
+            1, keepdim=True).clamp_min(1e-6)
+    return out
 
 
 def normalise(features: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ Coordinates: points are (x, y) in pixels of the original image, x to the right, 
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -78,10 +79,22 @@ def point_grid(points_per_side: int, hw: tuple[int, int]) -> np.ndarray:
 
 
 class TokenCapture:
-    """Forward hook on a ``TwoWayTransformer``: keeps its ``hs`` output (B, T, 256)."""
+    """Forward hook on a ``TwoWayTransformer``: keeps its ``hs`` output (B, T, 256).
+
+    Kept per thread: a hook runs in the thread that called the model, so shards embedded
+    in parallel threads with one shared model each read their own tokens, never another
+    shard's."""
 
     def __init__(self) -> None:
-        self.hs: torch.Tensor | None = None
+        self._local = threading.local()
+
+    @property
+    def hs(self) -> torch.Tensor | None:
+        return getattr(self._local, "hs", None)
+
+    @hs.setter
+    def hs(self, value: torch.Tensor | None) -> None:
+        self._local.hs = value
 
     def __call__(self, module: torch.nn.Module, args: object, output: object) -> None:
         self.hs = output[0]  # type: ignore[index]
