@@ -429,7 +429,9 @@ def peak_rss(call: Callable[[], Any]) -> dict[str, Any]:
     with torch.inference_mode():
         call()
     hwm_kb = _proc_status_kb("VmHWM") if reset else None
-    peak = hwm_kb / 1024 if hwm_kb is not None else _ru_maxrss_mb()
+    # the kernel syncs VmHWM from per-thread RSS counters lazily: it can read a few hundred
+    # kB below the VmRSS read before the call, which is a floor of the peak during it
+    peak = max(hwm_kb / 1024, before) if hwm_kb is not None else _ru_maxrss_mb()
     method = ("Linux VmHWM, reset to the current RSS through clear_refs just before the call"
               if hwm_kb is not None else "ru_maxrss (whole process, model build included)")
     return {"before": round(before, 1), "peak": round(peak, 1),

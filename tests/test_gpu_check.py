@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import torch
 
+from segloop.testing import all_strings
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -26,18 +28,8 @@ import gpu_check as bench  # noqa: E402
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for k, v in value.items() for s in _strings(k) + _strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    return []
-
-
 def _no_machine_paths(data: dict[str, Any], *paths: Path) -> None:
-    text = "\n".join(_strings(data))
+    text = "\n".join(all_strings(data))
     for path in (ROOT, Path.home(), *paths):
         assert str(path) not in text, f"{path} leaked into the JSON"
 

@@ -19,6 +19,8 @@ sys.path.insert(0, str(SCRIPT.parent))
 
 import scale as bench  # noqa: E402
 
+from segloop.testing import all_strings  # noqa: E402
+
 PER_SIZE = ("images", "cache_bytes", "cache_seconds", "peak_rss_mb", "round_peak_rss_mb",
             "rss_after_cache_mb", "scoring_seconds", "scoring_per_1k_s", "select_seconds",
             "train_seconds", "initial_seconds")
@@ -28,9 +30,9 @@ PER_SIZE = ("images", "cache_bytes", "cache_seconds", "peak_rss_mb", "round_peak
 def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     tmp = tmp_path_factory.mktemp("scale")
     out = tmp / "results" / "scale.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out),
-                           "--cache", str(tmp / "cache")], capture_output=True, text=True,
-                          cwd=tmp, timeout=240)
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--only", "streamed",
+                           "--out", str(out), "--cache", str(tmp / "cache")],
+                          capture_output=True, text=True, cwd=tmp, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text()), out
 
@@ -74,15 +76,7 @@ def test_results_have_no_machine_paths(quick: tuple[dict[str, Any], Path]) -> No
     data, out = quick
     text = out.read_text()
     assert str(out.parent.parent) not in text and str(REPO) not in text
-
-    def strings(x: Any) -> list[str]:
-        if isinstance(x, dict):
-            return [s for v in x.values() for s in strings(v)]
-        if isinstance(x, list):
-            return [s for v in x for s in strings(v)]
-        return [x] if isinstance(x, str) else []
-
-    for s in strings(data):
+    for s in all_strings(data):
         assert not s.startswith(("/", "~")) and ":\\" not in s, s
 
 
@@ -115,3 +109,22 @@ def test_summary_names_the_sizes_run() -> None:
     assert s["scoring_per_1k_spread"] == pytest.approx(0.25)
     assert s["targets"]["rss_ratio"]["met"] is False
     assert s["targets"]["scoring_per_1k_spread"]["met"] is False
+
+
+@pytest.mark.slow
+def test_dask_part_identical_outputs_and_overhead(tmp_path: Path) -> None:
+    """Part 2 (--only dask, --quick): threads, 1 and 2 local Dask workers through the real
+    flows give identical rounds, shard scans and SAM tokens; overhead figures recorded."""
+    out = tmp_path / "scale.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--only", "dask", "--out",
+                           str(out), "--cache", str(tmp_path / "cache")], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dask = json.loads(out.read_text())["dask"]
+    assert dask["identical"] == {"al_rounds_and_scans": True, "al_miou": True,
+                                 "embed_tokens": True}
+    assert dask["al_shards_checked"] == 4 and set(dask["runners"]) == {"threads", "dask-1",
+                                                                          "dask-2"}
+    for fig in dask["runners"].values():
+        assert fig["ms_per_task_one_at_a_time"] > 0 and fig["ms_per_task_in_a_batch"] > 0
+        assert fig["start_s"] >= 0 and fig["al_round_s"] > 0 and fig["embed_s"] > 0

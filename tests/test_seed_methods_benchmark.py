@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import torch
 
+from segloop.testing import all_strings
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -37,15 +39,6 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pa
     assert code == 0
     return json.loads(out.read_text()), out, printed.getvalue()
 
-
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for k, v in value.items() for s in _strings(k) + _strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    return []
 
 
 def test_every_timing_is_positive(result: tuple[dict[str, Any], Path, str]) -> None:
@@ -115,7 +108,7 @@ def test_no_machine_paths_plot_and_table(result: tuple[dict[str, Any], Path, str
     text = out.read_text()
     for local in (str(out.parent), str(ROOT), str(Path.home())):
         assert local not in text
-    for s in _strings(data):
+    for s in all_strings(data):
         assert not s.startswith(("/", "~")) and not re.search(r"\s/\w|[A-Za-z]:\\", s), s
     png = out.with_suffix(".png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

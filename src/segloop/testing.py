@@ -7,6 +7,7 @@ the same tiny datasets to try a pipeline in seconds.
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -79,3 +80,15 @@ def _block_label(rng: np.random.Generator, hw: tuple[int, int], num_classes: int
 def _image_for(rng: np.random.Generator, label: np.ndarray, palette: np.ndarray) -> np.ndarray:
     noise = rng.integers(-20, 21, (*label.shape, 3))
     return np.clip(palette[label] + noise, 0, 255).astype(np.uint8)
+
+
+def all_strings(value: Any) -> list[str]:
+    """Every string in a JSON-like value (dict keys and values, list items), depth first:
+    what a results file holds that could be a machine path."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in all_strings(k) + all_strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in all_strings(v)]
+    return []
