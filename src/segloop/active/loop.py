@@ -125,7 +125,8 @@ def prepare(cfg: Config, version: bool = True) -> ALContext:
     seeds = None
     if ac.pseudolabels:
         seeds = load_seeds(pool, resolve_folder(ac.pseudolabels, ws.root),
-                           cfg.data.classes.num_classes, cfg.data.classes.ignore_index)
+                           cfg.data.classes.num_classes, cfg.data.classes.ignore_index,
+                           cache=ws.root / WORK_DIR / "seeds")  # read per image, not held
     ctx = ALContext(cfg, ws, pool, evaluation, pick_device(cfg.base.device), seeds, root)
     _remember(cfg, ctx)  # tasks of this run in this process reuse it (open_context)
     return ctx

@@ -41,7 +41,7 @@ from segloop.train.arrays import resize_pair
 SETTINGS_FILE = "settings.json"
 MANIFEST = "manifest.parquet"
 COMPLETE = "complete.json"
-KINDS = ("images", "labels", "regions")
+KINDS = ("images", "labels", "regions", "seeds")
 FORMAT_VERSION = 1
 
 RegionFn = Callable[[np.ndarray, list[str]], np.ndarray]
@@ -60,7 +60,8 @@ def shard_path(folder: Path, kind: str, shard: int, suffix: str = ".npy") -> Pat
     return folder / "shards" / f"{kind}-{shard:05d}{suffix}"
 
 
-def _save(path: Path, array: np.ndarray) -> None:
+def save_array(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to a temporary name, then rename: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(temp_files.temp_name(path.name))
     with open(tmp, "wb") as fh:
@@ -120,7 +121,7 @@ def build_cache(folder: Path, samples: Sequence[Sample], load: Callable[[Sample]
     has_labels = all(r["has_label"] for r in rows)
     write_manifest(folder / MANIFEST, rows)
     if regions is not None:
-        _save(folder / "num_regions.npy", np.asarray([r["num_regions"] for r in rows],
+        save_array(folder / "num_regions.npy", np.asarray([r["num_regions"] for r in rows],
                                                      np.int64))
     (h, w), = hws
     info = CacheInfo(folder, len(rows), (int(h), int(w)), shard_size, has_labels,
@@ -151,15 +152,15 @@ def _write_shard(folder: Path, shard: int, start: int, part: Sequence[Sample],
     if len({im.shape for im in imgs}) != 1:
         raise DataError(f"{folder}: images {part[0].name}..{part[-1].name} differ in size at "
                         "working resolution; set active.image_size")
-    _save(shard_path(folder, "images", shard),
+    save_array(shard_path(folder, "images", shard),
           np.ascontiguousarray(np.stack(imgs).transpose(0, 3, 1, 2)))
     if all(lab is not None for lab in labs):
-        _save(shard_path(folder, "labels", shard), np.stack(labs))
+        save_array(shard_path(folder, "labels", shard), np.stack(labs))
     if regions is not None:
         maps = np.asarray(regions(np.stack(imgs), [row["image_id"] for row in rows]))
         for row, m in zip(rows, maps, strict=True):
             row["num_regions"] = int(m.max()) + 1
-        _save(shard_path(folder, "regions", shard), maps.astype(np.int32))
+        save_array(shard_path(folder, "regions", shard), maps.astype(np.int32))
     write_json(shard_path(folder, "rows", shard, ".json"), rows)
     return rows
 

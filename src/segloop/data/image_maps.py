@@ -112,7 +112,8 @@ def rows_of(maps: ImageMaps | np.ndarray | torch.Tensor, pick: torch.Tensor) -> 
 def labelled_counts(labels: ImageMaps | np.ndarray | torch.Tensor,
                     ignore_index: int) -> torch.Tensor:
     """(N,) float64: labelled pixels (not ``ignore_index``) per image."""
-    if isinstance(labels, ImageMaps):
+    if isinstance(labels, ImageMaps) or hasattr(labels, "count_per_image"):
+        # ImageMaps, or a view indexed like one (e.g. segloop.active.seeds.SeededLabels)
         if labels.fill != ignore_index:
             raise ValueError("labelled_counts: the maps' fill must be the ignore index")
         return torch.from_numpy(labels.count_per_image()).double()
@@ -124,7 +125,7 @@ def class_counts(labels: ImageMaps | np.ndarray | torch.Tensor, num_classes: int
                  ignore_index: int) -> np.ndarray:
     """(C,) float64: labelled pixels per class over all images."""
     counts = np.zeros(num_classes, np.float64)
-    rows: Any = ([r for _, r in labels.items()] if isinstance(labels, ImageMaps)
+    rows: Any = ((r for _, r in labels.items()) if hasattr(labels, "items")  # streamed
                  else [labels.numpy() if isinstance(labels, torch.Tensor) else labels])
     for r in rows:
         flat = np.asarray(r)[np.asarray(r) != ignore_index].astype(np.int64)
