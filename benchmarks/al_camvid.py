@@ -122,7 +122,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="extra full-supervision runs (seed 0) for the convergence curve")
     p.add_argument("--n-segments", type=int, default=100)
     p.add_argument("--only", nargs="*", default=None,
-                   help="parts: full, image/<recipe>, region/<recipe>")
+                   help="parts: full, image/<recipe>, region/<recipe>; or full-stream alone: "
+                   "full supervision retrained with this checkout's training code beside the "
+                   "stored run (written to <results>_stream.json)")
     p.add_argument("--guard-frames", type=int, default=0, metavar="N",
                    help="drop from the pool every image filmed within N frames (30 fps) of "
                    "an evaluation frame (300: the 18 images of the 10 s around val's clip); "
@@ -229,6 +231,30 @@ def run_full(args: argparse.Namespace, pool: Pool, ev: SplitArrays, res: Results
     res.add("full", {"seed": seed, "steps": steps, **r, "train_seconds": secs})
 
 
+def run_stream_check(args: argparse.Namespace, pool: Pool, ev: SplitArrays, res: Results,
+                     seed: int, stored: Path) -> None:
+    """Full supervision retrained with this checkout's training code beside the stored run
+    (same seed and steps): batches now come through the DataLoader with picks from their
+    own generator, so the weights differ; the figures must not move beyond seed noise."""
+    res.data.setdefault("stream_check", [])
+    if res.has("stream_check", seed=seed, steps=args.steps):
+        return
+    before = json.loads(stored.read_text()).get("full", []) if stored.is_file() else []
+    old = next((p["miou"] for p in before if p["seed"] == seed and p["steps"] == args.steps),
+               None)
+    cfg = recipe_config(args, "image", "random", seed)
+    state = LabelState.empty(pool, IGNORE)
+    assert pool.arrays.labels is not None
+    state.query_everything(pool, pool.arrays.labels.numpy())
+    key = f"full/{args.model}-{args.steps}-seed{seed}{_guard(args)}-loader"
+    model, secs = trained(cfg, pool, state, key, seed, None)
+    r = miou(model, ev)
+    print(f"stream check seed {seed}: mIoU {r['miou']:.4f} (stored {old})", flush=True)
+    res.add("stream_check", {"seed": seed, "steps": args.steps, "miou": r["miou"],
+                             "stored_miou": old, "train_seconds": secs,
+                             "loader_workers": cfg.train.loader_workers})
+
+
 def run_chain(args: argparse.Namespace, level: str, recipe: str, pool: Pool, ev: SplitArrays,
               res: Results, seed: int, budgets: tuple[float, ...]) -> None:
     near = near_eval(list(pool.arrays.names), ev.names)
@@ -296,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
             out = out.with_name("al_camvid_quick.json")
     elif args.guard_frames and args.out == str(HERE / "results" / "al_camvid.json"):
         out = out.with_name("al_camvid_guard.json")
+    stored = out  # the stream check compares with the stored runs, and writes apart
+    if args.only == ["full-stream"]:
+        out = out.with_name(out.stem + "_stream.json")
     # what decides the numbers (a change starts the JSON afresh); seeds, parts and the
     # convergence runs only add points
     protocol = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
@@ -334,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
                           "region/entropy"]
     for name in parts:
         level, _, recipe = name.partition("/")
-        if name != "full" and (level not in budgets or recipe not in RECIPES
+        if name not in ("full", "full-stream") and (level not in budgets or recipe not in RECIPES
                                or (level == "region" and recipe in IMAGE_ONLY)):
             raise SystemExit(f"--only: unknown part {name!r}: full, image/<recipe> or "
                              f"region/<recipe>; recipes: {', '.join(RECIPES)}")
@@ -345,8 +374,10 @@ def main(argv: list[str] | None = None) -> int:
             if seed == args.seeds[0]:
                 for steps in args.curve_steps:
                     run_full(args, image_pool, ev, res, seed, steps)
+        if "full-stream" in parts:
+            run_stream_check(args, image_pool, ev, res, seed, stored)
         for name in parts:
-            if name == "full":
+            if name in ("full", "full-stream"):
                 continue
             level, _, recipe = name.partition("/")
             pool = image_pool if level == "image" else region_pool
