@@ -214,18 +214,24 @@ def point(level: str, recipe: str, seed: int, budget: float, state: LabelState, 
             "images_near_eval": len(near.intersection(touched)), **result, **extra}
 
 
-def run_full(args: argparse.Namespace, pool: Pool, ev: SplitArrays, res: Results, seed: int,
-             steps: int) -> None:
-    if res.has("full", seed=seed, steps=steps):
-        return
+def _full_supervision(args: argparse.Namespace, pool: Pool, ev: SplitArrays, seed: int,
+                      steps: int, tag: str = "") -> tuple[dict[str, Any], float]:
+    """Train (or load) the model on every pool label; its mIoU and training seconds."""
     cfg = recipe_config(args, "image", "random", seed)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": steps})})
     state = LabelState.empty(pool, IGNORE)
     assert pool.arrays.labels is not None
     state.query_everything(pool, pool.arrays.labels.numpy())
-    key = f"full/{args.model}-{steps}-seed{seed}{_guard(args)}"
+    key = f"full/{args.model}-{steps}-seed{seed}{_guard(args)}{tag}"
     model, secs = trained(cfg, pool, state, key, seed, None)
-    r = miou(model, ev)
+    return miou(model, ev), secs
+
+
+def run_full(args: argparse.Namespace, pool: Pool, ev: SplitArrays, res: Results, seed: int,
+             steps: int) -> None:
+    if res.has("full", seed=seed, steps=steps):
+        return
+    r, secs = _full_supervision(args, pool, ev, seed, steps)
     print(f"full supervision seed {seed}, {steps} steps: mIoU {r['miou']:.4f} ({secs:.0f} s)",
           flush=True)
     res.add("full", {"seed": seed, "steps": steps, **r, "train_seconds": secs})
@@ -242,17 +248,12 @@ def run_stream_check(args: argparse.Namespace, pool: Pool, ev: SplitArrays, res:
     before = json.loads(stored.read_text()).get("full", []) if stored.is_file() else []
     old = next((p["miou"] for p in before if p["seed"] == seed and p["steps"] == args.steps),
                None)
-    cfg = recipe_config(args, "image", "random", seed)
-    state = LabelState.empty(pool, IGNORE)
-    assert pool.arrays.labels is not None
-    state.query_everything(pool, pool.arrays.labels.numpy())
-    key = f"full/{args.model}-{args.steps}-seed{seed}{_guard(args)}-loader"
-    model, secs = trained(cfg, pool, state, key, seed, None)
-    r = miou(model, ev)
+    r, secs = _full_supervision(args, pool, ev, seed, args.steps, "-loader")
     print(f"stream check seed {seed}: mIoU {r['miou']:.4f} (stored {old})", flush=True)
     res.add("stream_check", {"seed": seed, "steps": args.steps, "miou": r["miou"],
                              "stored_miou": old, "train_seconds": secs,
-                             "loader_workers": cfg.train.loader_workers})
+                             "loader_workers": recipe_config(args, "image", "random", seed)
+                             .train.loader_workers})
 
 
 def run_chain(args: argparse.Namespace, level: str, recipe: str, pool: Pool, ev: SplitArrays,
@@ -383,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
             pool = image_pool if level == "image" else region_pool
             run_chain(args, level, recipe, pool, ev, res, seed, budgets[level])
     res.save()
+    if args.only == ["full-stream"]:  # a table of a few runs: no plot
+        print(json.dumps(res.data["stream_check"], indent=1))
+        return 0
     plot(res.data, out.with_suffix(".png"))
     print(json.dumps({"full_miou": res.data["full_miou"], "to95": res.data["to95"],
                       "minutes": round((time.perf_counter() - start) / 60, 1)}, indent=1))
