@@ -95,7 +95,7 @@ def test_rarity_weights_pick_the_rare_class_first() -> None:
     assert [u.image_index for u in plain.selection.units] == [0]  # tie: smallest index
     balanced = choose(scan, pool, state, _ac(class_balance="rarity"), Budget(units=1), gen)
     assert [u.image_index for u in balanced.selection.units] == [5]
-    rows = balanced.rows(pool, 1, "entropy")
+    rows = list(balanced.rows(pool, 1, "entropy"))
     assert rows[5]["uncertainty"] == 0.5 and rows[5]["class_weight"] == pytest.approx(
         np.exp(-1 / 6))
     assert rows[5]["score"] == pytest.approx(0.5 * np.exp(-1 / 6))
@@ -104,7 +104,7 @@ def test_rarity_weights_pick_the_rare_class_first() -> None:
 def test_rows_record_clusters_and_badge_is_image_level(pool_state) -> None:
     pool, state = pool_state
     choice = _pick(pool_state, _ac(diversity="cluster"))
-    rows = choice.rows(pool, 2, "entropy")
+    rows = list(choice.rows(pool, 2, "entropy"))
     assert len(rows) == len(pool) and {r["round"] for r in rows} == {2}
     by_scene: dict[int, set[int]] = {}
     for i, r in enumerate(rows):

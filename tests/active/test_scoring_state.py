@@ -87,3 +87,32 @@ def test_state_paints_labels_only_inside_units(pools) -> None:
     s = state.summary(pool)
     assert s["labelled_images"] == 1 and s["labelled_pixels"] == int(mask.sum())
     assert s["pixel_fraction"] == pytest.approx(mask.sum() / pool.total_pixels)
+
+
+def test_scores_table_written_from_a_generator_in_chunks(tmp_path: Path) -> None:
+    """The scores table takes rows as they are made (a generator), ``chunk`` at a time."""
+    from segloop.active.scoring import write_scores
+
+    made: list[int] = []
+
+    def rows():  # type: ignore[no-untyped-def]
+        for i in range(5):
+            made.append(i)
+            yield {"round": 1, "image_id": f"img{i}", "region_id": i, "strategy": "entropy",
+                   "score": 0.1 * i, "pixels": 10, "pred_class": -1}
+
+    write_scores(tmp_path / "scores.parquet", rows(), chunk=2)
+    table = read_table(str(tmp_path / "scores.parquet"), SCORES)
+    assert made == [0, 1, 2, 3, 4] and table.num_rows == 5
+    assert table.column("region_id").to_pylist() == [0, 1, 2, 3, 4]
+
+
+def test_units_have_slots_and_round_trip_as_dicts() -> None:
+    import dataclasses
+
+    from segloop.active.selection import Unit
+
+    u = Unit(3, 7, 120, 0.5, 2)
+    assert not hasattr(u, "__dict__")  # slots: a region candidate is a small object
+    assert dataclasses.asdict(u) == {"image_index": 3, "region_id": 7, "pixels": 120,
+                                     "score": 0.5, "pred_class": 2}

@@ -22,6 +22,7 @@ most typical image of each uncovered cluster). Every candidate's row in the roun
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -57,13 +58,14 @@ class Choice:
     weight: dict[tuple[int, int], float]
     cluster: dict[tuple[int, int], int]
 
-    def rows(self, pool: Pool, round_number: int, strategy: str) -> list[dict[str, object]]:
-        """Rows of the ``scores`` table, one per candidate unit."""
-        return [{**score_row(round_number, pool, u, strategy),
-                 "uncertainty": self.uncertainty.get((u.image_index, u.region_id)),
-                 "class_weight": self.weight.get((u.image_index, u.region_id)),
-                 "cluster": self.cluster.get((u.image_index, u.region_id), -1)}
-                for u in self.units]
+    def rows(self, pool: Pool, round_number: int, strategy: str
+             ) -> Iterator[dict[str, object]]:
+        """Rows of the ``scores`` table, one per candidate unit, made as they are read."""
+        for u in self.units:
+            key = (u.image_index, u.region_id)
+            yield {**score_row(round_number, pool, u, strategy),
+                   "uncertainty": self.uncertainty.get(key),
+                   "class_weight": self.weight.get(key), "cluster": self.cluster.get(key, -1)}
 
 
 def rarity_weights(class_fractions: torch.Tensor) -> torch.Tensor:

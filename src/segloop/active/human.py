@@ -7,6 +7,7 @@ exported selection, brought back to the working resolution and committed as the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -81,7 +82,7 @@ def export_round(ctx: ALContext, n: int, selection: Selection, strategy: str) ->
     export_labelstudio(pending, out / "labelstudio.json", _image_url(ctx))
     write_bytes_atomic(str(out / "labelstudio_config.xml"), labeling_config(ctx.classes).encode())
     units = {"strategy": strategy, "budget": selection.budget.__dict__,
-             "units": [u.__dict__ for u in selection.units]}
+             "units": [dataclasses.asdict(u) for u in selection.units]}
     write_bytes_atomic(str(out / UNITS_FILE), (json.dumps(units, indent=1) + "\n").encode())
     return out
 

@@ -8,7 +8,9 @@ picked) is written once the units are chosen (:mod:`segloop.active.choose`).
 
 from __future__ import annotations
 
+import itertools
 import threading
+from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,11 +102,14 @@ def score_pool(model: nn.Module | None, pool: Pool, state: LabelState, strategy:
     return scan.units
 
 
-def write_scores(path: Path, rows: list[dict[str, object]]) -> None:
-    """Write a round's ``scores`` table atomically (one row per candidate unit)."""
+def write_scores(path: Path, rows: Iterable[dict[str, object]], chunk: int = 65_536) -> None:
+    """Write a round's ``scores`` table atomically (one row per candidate unit), ``chunk``
+    rows at a time (``rows`` may be a generator: the table is never all in memory)."""
     writer = TableWriter(str(path), SCORES)
     try:
-        writer.write_rows(rows)
+        it = iter(rows)
+        while part := list(itertools.islice(it, chunk)):
+            writer.write_rows(part)
         writer.close()
     except BaseException:
         writer.abort()

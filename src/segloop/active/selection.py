@@ -17,7 +17,7 @@ from typing import Any
 from segloop.errors import ConfigError, DataError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: millions of region candidates stay small
 class Unit:
     """One thing an annotator can label: region ``region_id`` of image ``image_index``
     (region_id -1 = the whole image), its pixel count, its acquisition score (higher =
