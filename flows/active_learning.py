@@ -49,8 +49,19 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
     logger = get_run_logger()
     cfg = config if config is not None else load_config(pipeline)
     ac = cfg.active
-    with output_lock(context.labels_dir(cfg), "active_learning"):  # one loop per workspace
-        # 1. Data, workspace, pool (and regions) at the working resolution.
+    # one loop per workspace; mapped work on the configured task runner (config `runner`:
+    # threads here, or Dask workers), handing back file references
+    with output_lock(context.labels_dir(cfg), "active_learning"), \
+            task_runner(cfg.runner) as run:
+        # 1. Data, workspace, pool (and regions) at the working resolution: the caches'
+        # missing shards as mapped tasks, then the context that reads them.
+        root, plans = t.plan_caches(cfg)
+        cached = [run.submit(t.cache_shard, cfg=cfg, root=root, plan=p, shard=k)
+                  for p in plans for k in p.shards]
+        if cached:
+            written = sum(f.result() for f in cached)
+            logger.info("cached %d images in %d shard(s) (%s runner)", written, len(cached),
+                        run.kind)
         ctx = t.prepare(cfg)
         committed = [r.number for r in loop.committed_rounds(ctx)]
         logger.info("pool: %d images at %s, level %s, strategy %s; committed rounds: %s",
@@ -70,53 +81,51 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
             t.commit_labels(ctx, 0, selection, labels, first, ac.annotator, scores0)
             committed = [0]
         # 3. Per round: train on rounds 0..k, evaluate, score, select, label, commit round k+1.
-        # Training, evaluation and scoring (by shard) run on the configured task runner
-        # (config `runner`: threads here, or Dask workers) and hand back file references.
+        # Training, evaluation and scoring (by shard) run on the runner.
         new_rounds = 0
-        with task_runner(cfg.runner) as run:
-            for k in range(max(committed), ac.rounds + 1):
-                update_progress_artifact(progress, 100.0 * k / (ac.rounds + 1))
-                state = t.label_state(ctx, k)
-                trained = run.submit(t.train, cfg=cfg, k=k).result()
-                evaluation = run.submit(t.evaluate, cfg=cfg, k=k)
-                baseline = (run.submit(t.random_baseline, cfg=cfg, k=k)
-                            if k == ac.rounds and ac.compare_random and ac.annotator != "human"
-                            else None)
-                metrics = evaluation.result()
-                extra = {"train_seconds": trained.seconds}
-                if baseline is not None:
-                    extra.update(baseline.result())
-                    logger.info("random selection at the same budget: val mIoU %.4f",
-                                extra["random_miou"])
-                t.record_metrics(ctx, k, state, metrics, extra)
-                logger.info("round %d: %.2f%% of pixels labelled, val mIoU %.4f", k,
-                            100 * state.queried_pixels / ctx.pool.total_pixels, metrics.miou)
-                if k == ac.rounds:
-                    break
-                if ac.annotator == "human" and human.pending_exists(ctx, k + 1):
-                    logger.info("round %d is exported and waits for labels", k + 1)
-                    return _wait(ctx, k + 1, None, ac.strategy, logger, pipeline)
-                started = time.perf_counter()
-                shards = [run.submit(t.score_shard, cfg=cfg, n=k + 1, start=a, stop=b)
-                          for a, b in loop.scan_shards(ctx)]
-                selection, scores, seconds = t.select(ctx, state, k + 1,
-                                                      [f.result() for f in shards], started)
-                logger.info("round %d: scored the pool (%d shard(s), %s runner) in %.1f s, "
-                            "selected %s", k + 1, len(shards), run.kind, seconds,
-                            selection.to_dict())
-                if not selection.units:
-                    logger.info("the pool is fully labelled: stopping after round %d", k)
-                    break
-                if ac.annotator == "human":
-                    return _wait(ctx, k + 1, selection, ac.strategy, logger, pipeline)
-                labels = t.simulate_labels(ctx, selection)
-                t.commit_labels(ctx, k + 1, selection, labels, ac.strategy, ac.annotator,
-                                scores)
-                new_rounds += 1
-                if ac.rounds_per_run is not None and new_rounds >= ac.rounds_per_run:
-                    logger.info("committed %d new round(s) (active.rounds_per_run): the next "
-                                "run trains on them and goes on", new_rounds)
-                    break
+        for k in range(max(committed), ac.rounds + 1):
+            update_progress_artifact(progress, 100.0 * k / (ac.rounds + 1))
+            state = t.label_state(ctx, k)
+            trained = run.submit(t.train, cfg=cfg, k=k).result()
+            evaluation = run.submit(t.evaluate, cfg=cfg, k=k)
+            baseline = (run.submit(t.random_baseline, cfg=cfg, k=k)
+                        if k == ac.rounds and ac.compare_random and ac.annotator != "human"
+                        else None)
+            metrics = evaluation.result()
+            extra = {"train_seconds": trained.seconds}
+            if baseline is not None:
+                extra.update(baseline.result())
+                logger.info("random selection at the same budget: val mIoU %.4f",
+                            extra["random_miou"])
+            t.record_metrics(ctx, k, state, metrics, extra)
+            logger.info("round %d: %.2f%% of pixels labelled, val mIoU %.4f", k,
+                        100 * state.queried_pixels / ctx.pool.total_pixels, metrics.miou)
+            if k == ac.rounds:
+                break
+            if ac.annotator == "human" and human.pending_exists(ctx, k + 1):
+                logger.info("round %d is exported and waits for labels", k + 1)
+                return _wait(ctx, k + 1, None, ac.strategy, logger, pipeline)
+            started = time.perf_counter()
+            shards = [run.submit(t.score_shard, cfg=cfg, n=k + 1, start=a, stop=b)
+                      for a, b in loop.scan_shards(ctx)]
+            selection, scores, seconds = t.select(ctx, state, k + 1,
+                                                  [f.result() for f in shards], started)
+            logger.info("round %d: scored the pool (%d shard(s), %s runner) in %.1f s, "
+                        "selected %s", k + 1, len(shards), run.kind, seconds,
+                        selection.to_dict())
+            if not selection.units:
+                logger.info("the pool is fully labelled: stopping after round %d", k)
+                break
+            if ac.annotator == "human":
+                return _wait(ctx, k + 1, selection, ac.strategy, logger, pipeline)
+            labels = t.simulate_labels(ctx, selection)
+            t.commit_labels(ctx, k + 1, selection, labels, ac.strategy, ac.annotator,
+                            scores)
+            new_rounds += 1
+            if ac.rounds_per_run is not None and new_rounds >= ac.rounds_per_run:
+                logger.info("committed %d new round(s) (active.rounds_per_run): the next "
+                            "run trains on them and goes on", new_rounds)
+                break
         update_progress_artifact(progress, 100.0)
         # 4. Report: rounds table, summary, curve.
         return _publish(ctx, "complete")

@@ -9,7 +9,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from segloop.active import baseline, loop
+from segloop.active import baseline, loop, pool
 from segloop.active.selection import Selection
 from segloop.active.state import LabelState
 from segloop.config import Config
@@ -35,6 +35,18 @@ def initial_selection(ctx: loop.ALContext) -> tuple[Selection, Path | None]:
 @task(name="label-state", cache_policy=NO_CACHE)
 def label_state(ctx: loop.ALContext, upto: int) -> LabelState:
     return loop.label_state(ctx, upto)
+
+
+@task(name="plan-caches", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5,
+      retry_condition_fn=transient)
+def plan_caches(cfg: Config) -> tuple[str, list[pool.CachePlan]]:
+    return loop.plan_caches(cfg)
+
+
+@task(name="cache-shard", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5,
+      retry_condition_fn=transient)
+def cache_shard(cfg: Config, root: str, plan: pool.CachePlan, shard: int) -> int:
+    return pool.write_split_shard(cfg, root, plan, shard)
 
 
 # Tasks that may run on any worker (runner: dask) take the config and round numbers and

@@ -123,3 +123,38 @@ def test_a_copied_dataset_keeps_its_cache_and_a_changed_one_gets_a_new(tmp_path:
     victim.write_bytes(victim.read_bytes() + b"\0")  # a file changed in place
     changed, _ = cached_split(cfg, str(tmp_path / "b"), "train", None, cache)
     assert changed.folder != first.folder
+
+
+def test_shards_written_by_mapped_tasks_make_the_same_cache(tmp_path: Path) -> None:
+    """The flow writes a split's cache shard by shard (one task each, any order, any
+    worker); the finished cache equals one built in one go, and a plan after a partial
+    build lists only the missing shards."""
+    from segloop.active import pool as pool_mod
+    from segloop.config import parse_config
+
+    write_camvid(str(tmp_path / "camvid"), {"train": 11}, hw=(24, 32))
+    cfg = parse_config({"data": {"root": str(tmp_path / "camvid")},
+                        "active": {"image_size": list(SIZE), "level": "region",
+                                   "region": {"n_segments": 12}}})
+    root = str(tmp_path / "camvid")
+    old = pool_mod.CACHE_SHARD
+    pool_mod.CACHE_SHARD = 4
+    try:
+        plan = pool_mod.plan_split_cache(cfg, root, "train", None, tmp_path / "a", True)
+        assert plan.shards == (0, 1, 2)
+        assert pool_mod.write_split_shard(cfg, root, plan, 2) == 3
+        again = pool_mod.plan_split_cache(cfg, root, "train", None, tmp_path / "a", True)
+        assert again.shards == (0, 1)  # shard 2 is written
+        for shard in (1, 0, 0):
+            pool_mod.write_split_shard(cfg, root, again, shard)
+        mapped, _ = pool_mod.cached_split(cfg, root, "train", None, tmp_path / "a", True)
+        whole, _ = pool_mod.cached_split(cfg, root, "train", None, tmp_path / "b", True)
+    finally:
+        pool_mod.CACHE_SHARD = old
+    for kind in ("images", "labels", "regions"):
+        assert np.array_equal(np.asarray(ShardedArray(mapped, kind)[:]),
+                              np.asarray(ShardedArray(whole, kind)[:])), kind
+    assert read_manifest(mapped.folder / "manifest.parquet") == read_manifest(
+        whole.folder / "manifest.parquet")
+    done = pool_mod.plan_split_cache(cfg, root, "train", None, tmp_path / "a", True)
+    assert done.shards == ()

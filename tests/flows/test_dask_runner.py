@@ -53,8 +53,9 @@ def test_dask_local_cluster_gives_the_threads_rounds(prefect_harness: None, camv
     assert len(ra) == 2 and [r["units"] for r in ra] == [r["units"] for r in rb]
     assert [r["labels"] for r in ra] == [r["labels"] for r in rb]
     assert _metrics(a) == _metrics(b)
-    # on the workers: train x2, evaluate x2, 3 score shards (both workers took some)
-    assert sum(executed.values()) == 7 and len(executed) == 2
+    # on the workers: 2 cache shards (pool, evaluation split), train x2, evaluate x2,
+    # 3 score shards (both workers took some)
+    assert sum(executed.values()) == 9 and len(executed) == 2
     scans = sorted(p.name for p in (tmp_path / "dask/ws/work/round_001/scan").rglob("*.npz"))
     assert scans == ["shard_00000000_00000004.npz", "shard_00000004_00000008.npz",
                      "shard_00000008_00000010.npz"]

@@ -26,7 +26,13 @@ from torch import nn
 from segloop.active.annotator import annotate_units
 from segloop.active.choose import choose
 from segloop.active.fit import fit_round, initial_choice, needs_features, select_round
-from segloop.active.pool import Pool, build_pool, evaluation_split
+from segloop.active.pool import (
+    CachePlan,
+    Pool,
+    build_pool,
+    evaluation_split,
+    plan_split_cache,
+)
 from segloop.active.rounds_io import write_round_folder
 from segloop.active.scan_files import load_scan, save_scan
 from segloop.active.scoring import merge_scans, scan_range, shard_ranges, write_scores
@@ -130,6 +136,17 @@ def prepare(cfg: Config, version: bool = True) -> ALContext:
     ctx = ALContext(cfg, ws, pool, evaluation, pick_device(cfg.base.device), seeds, root)
     _remember(cfg, ctx)  # tasks of this run in this process reuse it (open_context)
     return ctx
+
+
+def plan_caches(cfg: Config) -> tuple[str, list[CachePlan]]:
+    """The data root and the pool's and evaluation split's cache shards still to write
+    (each a mapped task of the flow: :func:`segloop.active.pool.write_split_shard`)."""
+    ac = cfg.active
+    root = resolve_data_root(cfg, splits=(ac.pool_split, ac.eval_split))
+    cache = open_workspace(cfg).root / POOL_CACHE_DIR
+    return root, [plan_split_cache(cfg, root, ac.pool_split, ac.pool_limit, cache,
+                                   ac.level == "region"),
+                  plan_split_cache(cfg, root, ac.eval_split, ac.eval_limit, cache)]
 
 
 def open_context(cfg: Config) -> ALContext:

@@ -26,6 +26,9 @@ from segloop.active.pool_cache import (
     build_cache,
     cache_key,
     open_cache,
+    shards_to_write,
+    start_cache,
+    write_cache_shard,
 )
 from segloop.active.pool_manifest import read_manifest
 from segloop.config import ActiveConfig, Config
@@ -163,23 +166,77 @@ def listing_digest(samples: list[Sample]) -> str:
     return h.hexdigest()[:16]
 
 
-def cached_split(cfg: Config, root: str, split: str, limit: int | None, cache_root: Path,
-                 regions: bool = False) -> tuple[CacheInfo, list[Sample]]:
-    """A split at ``active.image_size``, cached under ``cache_root/<split>-<key>`` (built
-    once; a killed build resumes), and its samples as listed now."""
+CACHE_SHARD = 256  # images per pool-cache shard (one mapped task's share when building)
+
+
+@dataclass(frozen=True)
+class SplitCache:
+    """Where a split's cache lies and what writing it needs (not picklable: per process)."""
+
+    folder: Path
+    samples: list[Sample]
+    settings: dict[str, Any]
+    load: Any
+    region_fn: RegionFn | None
+    group: Any
+
+
+def _split_cache(cfg: Config, root: str, split: str, limit: int | None, cache_root: Path,
+                 regions: bool) -> SplitCache:
     ds = open_dataset(cfg.data.format, root, split, cfg.data.classes,
                       storage_options=cfg.data.storage_options,
                       manifest_external=cfg.data.manifest_external)
     samples = limited(list(ds.samples()), limit, cfg.active.limit_spread)
     settings = split_settings(cfg, split, limit, regions, samples)
-    folder = cache_root / f"{split or 'all'}-{cache_key(settings)}"
-    info = open_cache(folder)
+    return SplitCache(cache_root / f"{split or 'all'}-{cache_key(settings)}", samples,
+                      settings, ds.load, region_maker(cfg.active) if regions else None,
+                      camvid_group if cfg.data.format == "camvid" else None)
+
+
+def cached_split(cfg: Config, root: str, split: str, limit: int | None, cache_root: Path,
+                 regions: bool = False) -> tuple[CacheInfo, list[Sample]]:
+    """A split at ``active.image_size``, cached under ``cache_root/<split>-<key>`` (built
+    once; a killed build resumes; shards written before, e.g. by mapped
+    :func:`write_split_shard` tasks, are kept), and its samples as listed now."""
+    c = _split_cache(cfg, root, split, limit, cache_root, regions)
+    info = open_cache(c.folder)
     if info is not None:
-        return info, samples
-    group = camvid_group if cfg.data.format == "camvid" else None
-    return build_cache(folder, samples, ds.load, cfg.active.image_size, settings,
-                       regions=region_maker(cfg.active) if regions else None, group=group,
-                       split=split, root=root, desc=f"caching {split}"), samples
+        return info, c.samples
+    return build_cache(c.folder, c.samples, c.load, cfg.active.image_size, c.settings,
+                       CACHE_SHARD, regions=c.region_fn, group=c.group, split=split,
+                       root=root, desc=f"caching {split}"), c.samples
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """A split's cache still to write: which shards (the mapped tasks' work)."""
+
+    split: str
+    limit: int | None
+    regions: bool
+    shards: tuple[int, ...]
+    cache_root: str  # the folder of the split caches (every worker must reach it)
+
+
+def plan_split_cache(cfg: Config, root: str, split: str, limit: int | None, cache_root: Path,
+                     regions: bool = False) -> CachePlan:
+    """The shards of a split's cache not written yet (none if the cache is finished); opens
+    the unfinished cache (settings written, leftovers swept) so shards can be written."""
+    c = _split_cache(cfg, root, split, limit, cache_root, regions)
+    if open_cache(c.folder) is not None:
+        return CachePlan(split, limit, regions, (), str(cache_root))
+    start_cache(c.folder, c.settings, len(c.samples), CACHE_SHARD)
+    return CachePlan(split, limit, regions,
+                     tuple(shards_to_write(c.folder, len(c.samples), CACHE_SHARD)),
+                     str(cache_root))
+
+
+def write_split_shard(cfg: Config, root: str, plan: CachePlan, shard: int) -> int:
+    """Write one shard of a planned split cache (decoding, resizing and, at region level,
+    the region maps of its images); returns the images written."""
+    c = _split_cache(cfg, root, plan.split, plan.limit, Path(plan.cache_root), plan.regions)
+    return write_cache_shard(c.folder, c.samples, c.load, cfg.active.image_size, shard,
+                             CACHE_SHARD, c.region_fn, c.group, plan.split, root)
 
 
 def camvid_group(name: str) -> str | None:

@@ -96,12 +96,7 @@ def build_cache(folder: Path, samples: Sequence[Sample], load: Callable[[Sample]
     """
     from segloop.active.pool_manifest import write_manifest
 
-    if not samples:
-        raise DataError(f"{folder}: no images to cache")
-    folder.mkdir(parents=True, exist_ok=True)
-    temp_files.sweep(folder)
-    write_json(folder / SETTINGS_FILE, {"settings": settings, "shard_size": shard_size,
-                                        "n": len(samples), "format_version": FORMAT_VERSION})
+    start_cache(folder, settings, len(samples), shard_size)
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(samples), desc=desc, unit="img", leave=False)
     for shard, start in enumerate(range(0, len(samples), shard_size)):
@@ -131,6 +126,39 @@ def build_cache(folder: Path, samples: Sequence[Sample], load: Callable[[Sample]
     return info
 
 
+def start_cache(folder: Path, settings: dict[str, Any], n: int, shard_size: int) -> None:
+    """Create (or reopen) an unfinished cache: its settings, leftovers of killed writers
+    removed. Call once before writing shards (never while shard writers run)."""
+    if n == 0:
+        raise DataError(f"{folder}: no images to cache")
+    folder.mkdir(parents=True, exist_ok=True)
+    temp_files.sweep(folder)
+    write_json(folder / SETTINGS_FILE, {"settings": settings, "shard_size": shard_size,
+                                        "n": n, "format_version": FORMAT_VERSION})
+
+
+def shards_to_write(folder: Path, n: int, shard_size: int) -> list[int]:
+    """The shards of an ``n``-image cache not written yet."""
+    return [k for k in range((n + shard_size - 1) // shard_size)
+            if not shard_path(folder, "rows", k, ".json").is_file()]
+
+
+def write_cache_shard(folder: Path, samples: Sequence[Sample],
+                      load: Callable[[Sample], LoadedSample], size: tuple[int, int] | None,
+                      shard: int, shard_size: int = 256, regions: RegionFn | None = None,
+                      group: Callable[[str], str | None] | None = None, split: str = "",
+                      root: str = "") -> int:
+    """Write shard ``shard`` of the cache of ``samples`` (after :func:`start_cache`), unless
+    it is written: one mapped task's share; :func:`build_cache` then finds it done. Returns
+    the images written (0 if the shard was there)."""
+    if shard_path(folder, "rows", shard, ".json").is_file():
+        return 0
+    start = shard * shard_size
+    part = samples[start : start + shard_size]
+    _write_shard(folder, shard, start, part, load, size, regions, group, split, root)
+    return len(part)
+
+
 def _write_shard(folder: Path, shard: int, start: int, part: Sequence[Sample],
                  load: Callable[[Sample], LoadedSample], size: tuple[int, int] | None,
                  regions: RegionFn | None, group: Callable[[str], str | None] | None,
@@ -153,7 +181,7 @@ def _write_shard(folder: Path, shard: int, start: int, part: Sequence[Sample],
         raise DataError(f"{folder}: images {part[0].name}..{part[-1].name} differ in size at "
                         "working resolution; set active.image_size")
     save_array(shard_path(folder, "images", shard),
-          np.ascontiguousarray(np.stack(imgs).transpose(0, 3, 1, 2)))
+               np.ascontiguousarray(np.stack(imgs).transpose(0, 3, 1, 2)))
     if all(lab is not None for lab in labs):
         save_array(shard_path(folder, "labels", shard), np.stack(labs))
     if regions is not None:
