@@ -411,7 +411,11 @@ def plot(data: dict[str, Any], path: Path) -> None:
 
     sizes = data["sizes"]
     rows = [data["per_size"][str(n)] for n in sizes]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    dask = data.get("dask")
+    fig, axes = plt.subplots(1, 3 if dask else 2, figsize=(16.5 if dask else 11, 4.2))
+    ax, bx = axes[0], axes[1]
+    if dask:
+        _plot_dask(axes[2], dask)
     for key, style, lab in (("peak_rss_mb", "o-", "peak, whole child"),
                             ("round_peak_rss_mb", "s--", "peak of the round (train + score "
                              "+ select)"),
@@ -446,6 +450,22 @@ def plot(data: dict[str, Any], path: Path) -> None:
                  f"{s['cpu_count']} cores", fontsize=10)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
+
+
+def _plot_dask(cx: Any, dask: dict[str, Any]) -> None:
+    """Per runner: ms per no-op task (one at a time, 40 at once); the title says whether
+    the outputs were identical."""
+    names = list(dask["runners"])
+    x = range(len(names))
+    one = [dask["runners"][n]["ms_per_task_one_at_a_time"] for n in names]
+    batch = [dask["runners"][n]["ms_per_task_in_a_batch"] for n in names]
+    cx.bar([i - 0.2 for i in x], one, 0.4, label="one at a time")
+    cx.bar([i + 0.2 for i in x], batch, 0.4, label="40 at once (wall / task)")
+    same = all(dask["identical"].values())
+    cx.set(xticks=list(x), ylabel="ms per no-op task",
+           title=f"runners: outputs {'identical' if same else 'DIFFER'}")
+    cx.set_xticklabels(names)
+    cx.legend(fontsize=8)
 
 
 def table(data: dict[str, Any]) -> str:
