@@ -86,15 +86,14 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
         for k in range(max(committed), ac.rounds + 1):
             update_progress_artifact(progress, 100.0 * k / (ac.rounds + 1))
             state = t.label_state(ctx, k)
-            trained = run.submit(t.train, cfg=cfg, k=k).result()
-            evaluation = run.submit(t.evaluate, cfg=cfg, k=k)
-            baseline = (run.submit(t.random_baseline, cfg=cfg, k=k)
-                        if k == ac.rounds and ac.compare_random and ac.annotator != "human"
-                        else None)
-            metrics = evaluation.result()
+            trained = run.call(t.train, cfg=cfg, k=k)
+            compare = k == ac.rounds and ac.compare_random and ac.annotator != "human"
+            metrics, *baseline = run.call_all(
+                [(t.evaluate, {"cfg": cfg, "k": k})]
+                + ([(t.random_baseline, {"cfg": cfg, "k": k})] if compare else []))
             extra = {"train_seconds": trained.seconds}
-            if baseline is not None:
-                extra.update(baseline.result())
+            if baseline:
+                extra.update(baseline[0])
                 logger.info("random selection at the same budget: val mIoU %.4f",
                             extra["random_miou"])
             t.record_metrics(ctx, k, state, metrics, extra)

@@ -51,6 +51,19 @@ class FlowTasks:
         self.seconds_submitting += time.perf_counter() - start
         return future
 
+    def call(self, task: Task[..., Any], **parameters: Any) -> Any:
+        """``task(**parameters)``'s result: in this thread on the thread runner (so Ctrl-C
+        stops it at once, as it stops the flow), on a worker with ``dask``."""
+        return self.call_all([(task, parameters)])[0]
+
+    def call_all(self, calls: list[tuple[Task[..., Any], dict[str, Any]]]) -> list[Any]:
+        """Results of several tasks: one after another in this thread on the thread runner,
+        side by side on Dask workers."""
+        if self.cfg.kind == "threads":
+            return [task(**parameters) for task, parameters in calls]
+        futures = [self.submit(task, **parameters) for task, parameters in calls]
+        return [f.result() for f in futures]
+
     def _resources(self, task: Task[..., Any]) -> contextlib.AbstractContextManager[Any]:
         if self.cfg.kind != "dask" or not self.cfg.gpu_resource or "gpu" not in task.tags:
             return contextlib.nullcontext()
