@@ -229,16 +229,20 @@ class MaskEmbedder:
     ) -> dict[str, np.ndarray]:
         sam = self.sam
         coords = self.transform.apply_coords(points, original_hw)
-        coords_t = torch.as_tensor(coords, dtype=self.dtype, device=self.device)[:, None, :]
+        # the prompt encoder runs in float32 (segloop.models.sam.in_dtype); its outputs
+        # are cast to the decoder's dtype
+        coords_t = torch.as_tensor(coords, dtype=torch.float32,
+                                   device=self.device)[:, None, :]
         labels_t = torch.ones(coords_t.shape[:2], dtype=torch.int, device=self.device)
         sparse, dense = sam.prompt_encoder(points=(coords_t, labels_t), boxes=None, masks=None)
+        sparse, dense = sparse.to(self.dtype), dense.to(self.dtype)
         hooked = self._capture is not None
         with nullcontext(self._capture) if hooked else capture_tokens(sam) as cap:
             cap.hs = None
             low_res, iou = self._run(
                 "decoder",
                 image_embeddings=features,
-                image_pe=sam.prompt_encoder.get_dense_pe(),
+                image_pe=sam.prompt_encoder.get_dense_pe().to(self.dtype),
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=True,

@@ -154,6 +154,16 @@ def load_weights(sam: Sam, path: str | os.PathLike[str], variant: str) -> None:
         )
 
 
+def in_dtype(sam: Sam, dtype: torch.dtype) -> Sam:
+    """``sam`` in eval mode with its weights in ``dtype``, except the prompt encoder, which
+    stays float32: segment-anything casts point coordinates to float32 before its random
+    Fourier features, so a half-precision prompt encoder fails (found on a GPU lease);
+    callers cast its outputs to ``dtype``."""
+    sam = sam.to(dtype=dtype).eval()
+    sam.prompt_encoder.float()
+    return sam
+
+
 def load_sam(
     variant: str,
     checkpoint: str | os.PathLike[str] | None = None,
@@ -176,6 +186,6 @@ def load_sam(
     sam = build_sam(variant, seed=seed)
     if path is not None:
         load_weights(sam, path, variant)
-    sam = sam.to(device=torch_device, dtype=torch_dtype).eval()
+    sam = in_dtype(sam.to(device=torch_device), torch_dtype)
     return LoadedSam(sam, variant, None if path is None else str(path), torch_device,
                      torch_dtype)
