@@ -17,7 +17,6 @@ the rest anywhere.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,8 +33,6 @@ class FlowTasks:
     def __init__(self, cfg: RunnerConfig, runner: TaskRunner[Any]) -> None:
         self.cfg = cfg
         self.runner = runner
-        self.submitted = 0
-        self.seconds_submitting = 0.0
 
     @property
     def kind(self) -> str:
@@ -44,12 +41,8 @@ class FlowTasks:
     def submit(self, task: Task[..., Any], **parameters: Any) -> PrefectFuture[Any]:
         """Run ``task(**parameters)`` on the runner (on a Dask worker with ``dask``); gpu-tagged
         tasks request one ``runner.gpu_resource`` there."""
-        start = time.perf_counter()
         with self._resources(task):
-            future = self.runner.submit(task, parameters=parameters)
-        self.submitted += 1
-        self.seconds_submitting += time.perf_counter() - start
-        return future
+            return self.runner.submit(task, parameters=parameters)
 
     def call(self, task: Task[..., Any], **parameters: Any) -> Any:
         """``task(**parameters)``'s result: in this thread on the thread runner (so Ctrl-C

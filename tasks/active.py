@@ -15,7 +15,6 @@ from segloop.active.state import LabelState
 from segloop.config import Config
 from segloop.flows.events import emit_label_round
 from segloop.tasks._retry import transient
-from segloop.train.checkpoint import read_meta
 from segloop.train.metrics import SegMetrics
 from segloop.versioning import RoundInfo
 
@@ -64,9 +63,8 @@ class TrainedRound:
 @task(name="train", cache_policy=NO_CACHE, tags=["gpu"])
 def train(cfg: Config, k: int) -> TrainedRound:
     ctx = loop.open_context(cfg)
-    loop.train_after(ctx, k, loop.label_state(ctx, k))
-    meta = read_meta(ctx.model_path(k))
-    return TrainedRound(str(ctx.model_path(k)), float(meta.get("train_seconds", 0.0)))
+    _, seconds = loop.train_after(ctx, k, loop.label_state(ctx, k))
+    return TrainedRound(str(ctx.model_path(k)), seconds)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, tags=["gpu"])

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from segloop.active.annotator import annotate_units
-from segloop.active.choose import choose
+from segloop.active.choose import Choice, choose
 from segloop.active.fit import fit_round, initial_choice, needs_features, select_round
 from segloop.active.pool import (
     CachePlan,
@@ -330,15 +330,23 @@ def score_and_select(ctx: ALContext, model: nn.Module, state: LabelState, n: int
     """
     ac = ctx.cfg.active
     path = ctx.work_dir(n) / "scores.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
     choice, scan, seconds = select_round(model, ctx.pool, state, ctx.cfg,
                                          budget(ctx, ac.budget_per_round), n, ctx.device,
                                          progress)
+    return _selected(ctx, n, choice, len(scan.units), 1, seconds), path, seconds
+
+
+def _selected(ctx: ALContext, n: int, choice: Choice, candidates: int, shards: int,
+              seconds: float) -> Selection:
+    """Write round ``n``'s scores table, log, and return the checked selection."""
+    ac = ctx.cfg.active
+    path = ctx.work_dir(n) / "scores.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_scores(path, choice.rows(ctx.pool, n, ac.strategy))
-    log.info("round %d: %s scored %d units and selected %d in %.2f s", n, ac.strategy,
-             len(scan.units), len(choice.selection.units), seconds)
+    log.info("round %d: %s scored %d units in %d shard(s) and selected %d in %.2f s", n,
+             ac.strategy, candidates, shards, len(choice.selection.units), seconds)
     kill_point("al.selected")
-    return _checked(choice.selection, scan.units, "active.budget_per_round"), path, seconds
+    return _checked(choice.selection, choice.units, "active.budget_per_round")
 
 
 def scan_shards(ctx: ALContext) -> list[tuple[int, int]]:
@@ -387,12 +395,8 @@ def select_from_shards(ctx: ALContext, state: LabelState, n: int, paths: list[Pa
     gen = torch.Generator().manual_seed(ctx.cfg.base.seed * 1_000_003 + n)
     choice = choose(scan, ctx.pool, state, ac, budget(ctx, ac.budget_per_round), gen)
     seconds = time.perf_counter() - started
-    path = ctx.work_dir(n) / "scores.parquet"
-    write_scores(path, choice.rows(ctx.pool, n, ac.strategy))
-    log.info("round %d: %s scored %d units in %d shard(s) and selected %d in %.2f s", n,
-             ac.strategy, len(scan.units), len(paths), len(choice.selection.units), seconds)
-    kill_point("al.selected")
-    return _checked(choice.selection, scan.units, "active.budget_per_round"), path, seconds
+    selection = _selected(ctx, n, choice, len(scan.units), len(paths), seconds)
+    return selection, ctx.work_dir(n) / "scores.parquet", seconds
 
 
 def simulate_labels(ctx: ALContext, selection: Selection) -> dict[int, np.ndarray]:

@@ -165,6 +165,7 @@ class SeededLabels:
         self.n, self.hw, self.fill = human.n, human.hw, human.fill
         self.dtype = np.dtype(np.uint8)
         self._queried = set(queried.indices().tolist())
+        self._counts: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -199,11 +200,14 @@ class SeededLabels:
         return np.flatnonzero(self.count_per_image() > 0)
 
     def count_per_image(self) -> np.ndarray:
-        """(N,) int64 labelled pixels (not ``fill``) per image."""
-        counts = self.seeds.per_image().copy()
-        for i in sorted(self._queried):
-            counts[i] = int((self[i] != self.fill).sum())
-        return counts
+        """(N,) int64 labelled pixels (not ``fill``) per image (counted once: the view
+        never changes)."""
+        if self._counts is None:
+            counts = self.seeds.per_image().copy()
+            for i in sorted(self._queried):
+                counts[i] = int((self[i] != self.fill).sum())
+            self._counts = counts
+        return self._counts.copy()
 
     def copy(self) -> ImageMaps:
         """In memory, every labelled image (region growing edits its copy)."""
