@@ -29,6 +29,7 @@ from segloop.flows._server import cancelled_on_interrupt
 from segloop.flows.task_runner import task_runner
 from segloop.runlock import output_lock
 from segloop.tasks import active as t
+from segloop.tracking.loop_runs import LoopRun
 
 
 @dataclass
@@ -63,6 +64,7 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
             logger.info("cached %d images in %d shard(s) (%s runner)", written, len(cached),
                         run.kind)
         ctx = t.prepare(cfg)
+        tracked = LoopRun(cfg, ctx.ws.root)  # MLflow (tracking.mlflow); a no-op when off
         committed = [r.number for r in loop.committed_rounds(ctx)]
         logger.info("pool: %d images at %s, level %s, strategy %s; committed rounds: %s",
                     len(ctx.pool), ctx.pool.arrays.hw, ac.level, ac.strategy, committed or "none")
@@ -73,12 +75,14 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
         if not committed:
             first = ac.initial_strategy
             if ac.annotator == "human" and human.pending_exists(ctx, 0):
-                return _wait(ctx, 0, None, first, logger, pipeline)
+                return _wait(ctx, 0, None, first, logger, pipeline, tracked)
             selection, scores0 = t.initial_selection(ctx)
+            preview = t.preview_selection(ctx, 0, selection)
             if ac.annotator == "human":
-                return _wait(ctx, 0, selection, first, logger, pipeline)
+                return _wait(ctx, 0, selection, first, logger, pipeline, tracked)
             labels = t.simulate_labels(ctx, selection)
             t.commit_labels(ctx, 0, selection, labels, first, ac.annotator, scores0)
+            tracked.log_committed(ctx, 0, preview)
             committed = [0]
         # 3. Per round: train on rounds 0..k, evaluate, score, select, label, commit round k+1.
         # Training, evaluation and scoring (by shard) run on the runner.
@@ -96,14 +100,15 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
                 extra.update(baseline[0])
                 logger.info("random selection at the same budget: val mIoU %.4f",
                             extra["random_miou"])
-            t.record_metrics(ctx, k, state, metrics, extra)
+            record = t.record_metrics(ctx, k, state, metrics, extra)
+            tracked.log_trained(ctx, k, record)
             logger.info("round %d: %.2f%% of pixels labelled, val mIoU %.4f", k,
                         100 * state.queried_pixels / ctx.pool.total_pixels, metrics.miou)
             if k == ac.rounds:
                 break
             if ac.annotator == "human" and human.pending_exists(ctx, k + 1):
                 logger.info("round %d is exported and waits for labels", k + 1)
-                return _wait(ctx, k + 1, None, ac.strategy, logger, pipeline)
+                return _wait(ctx, k + 1, None, ac.strategy, logger, pipeline, tracked)
             started = time.perf_counter()
             shards = [run.submit(t.score_shard, cfg=cfg, n=k + 1, start=a, stop=b)
                       for a, b in loop.scan_shards(ctx)]
@@ -115,11 +120,13 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
             if not selection.units:
                 logger.info("the pool is fully labelled: stopping after round %d", k)
                 break
+            preview = t.preview_selection(ctx, k + 1, selection)
             if ac.annotator == "human":
-                return _wait(ctx, k + 1, selection, ac.strategy, logger, pipeline)
+                return _wait(ctx, k + 1, selection, ac.strategy, logger, pipeline, tracked)
             labels = t.simulate_labels(ctx, selection)
             t.commit_labels(ctx, k + 1, selection, labels, ac.strategy, ac.annotator,
                             scores)
+            tracked.log_committed(ctx, k + 1, preview)
             new_rounds += 1
             if ac.rounds_per_run is not None and new_rounds >= ac.rounds_per_run:
                 logger.info("committed %d new round(s) (active.rounds_per_run): the next "
@@ -127,11 +134,11 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
                 break
         update_progress_artifact(progress, 100.0)
         # 4. Report: rounds table, summary, curve.
-        return _publish(ctx, "complete")
+        return _publish(ctx, "complete", tracked)
 
 
 def _wait(ctx: loop.ALContext, n: int, selection, strategy: str, logger,  # type: ignore[no-untyped-def]
-          pipeline: str | None) -> ALResult:
+          pipeline: str | None, tracked: LoopRun) -> ALResult:
     """Export round ``n``'s tasks (unless already exported) and report that labels are due."""
     pending = (human.export_round(ctx, n, selection, strategy) if selection is not None
                else ctx.work_dir(n) / human.TASKS)
@@ -139,12 +146,12 @@ def _wait(ctx: loop.ALContext, n: int, selection, strategy: str, logger,  # type
     logger.info("round %d selected: label the tasks in %s, then run `segloop labels import "
                 "%s/<finished file>%s`; the next flow run continues from there", n, pending,
                 pending, flag)
-    result = _publish(ctx, "waiting_for_labels")
+    result = _publish(ctx, "waiting_for_labels", tracked)
     result.pending = str(pending)
     return result
 
 
-def _publish(ctx: loop.ALContext, status: str) -> ALResult:
+def _publish(ctx: loop.ALContext, status: str, tracked: LoopRun) -> ALResult:
     title = (f"segloop active learning: {ctx.cfg.active.level} level, "
              f"{ctx.cfg.active.strategy}")
     rows = report.rounds_table(loop.committed_rounds(ctx), ctx.classes.names)
@@ -153,8 +160,11 @@ def _publish(ctx: loop.ALContext, status: str) -> ALResult:
     if rows:
         create_table_artifact(key="active-learning-rounds", table=rows,
                               description="every round: labelled share, mIoU, per-class IoU")
+    tracked.log_reports(paths)
+    tracked.finish(status)
+    links = {"MLflow run": tracked.run.url()}
     create_markdown_artifact(key="active-learning-summary",
-                             markdown=report.markdown_summary(rows, title, paths["plot"]))
+                             markdown=report.markdown_summary(rows, title, paths["plot"], links))
     return ALResult(status=status, rounds=rows, reports={k: str(v) for k, v in paths.items()},
                     workspace=str(ctx.ws.root))
 

@@ -9,7 +9,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from segloop.active import baseline, loop, pool
+from segloop.active import baseline, loop, pool, previews, report
 from segloop.active.selection import Selection
 from segloop.active.state import LabelState
 from segloop.config import Config
@@ -113,3 +113,10 @@ def commit_labels(ctx: loop.ALContext, n: int, selection: Selection,
     if info.created:  # a trigger may start work on a new round (prefect.yaml)
         emit_label_round(ctx.ws.root, n, info.tag, info.commit, annotator)
     return info
+
+
+@task(name="preview-selection", cache_policy=NO_CACHE)
+def preview_selection(ctx: loop.ALContext, n: int, selection: Selection) -> Path:
+    """Round ``n``'s picks outlined on their images (PNG in the reports folder)."""
+    return previews.write_round_preview(ctx, n, selection,
+                                        report.selection_preview_path(ctx.cfg, n))

@@ -14,6 +14,8 @@
                                         (--seeds METHOD: pseudo-label rounds, e.g.
                                         usam, maskdiffusion-g4seg)
     segloop data locate [--pipeline P]  find (or download once) the configured dataset
+    segloop models promote N [...]      register round N's MLflow model (alias champion)
+    segloop dashboards mlflow [...]     serve the workspace's MLflow store in the MLflow UI
 """
 
 from __future__ import annotations
@@ -330,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("locate",))
     p.add_argument("--pipeline", "-p", help=pipeline_help)
     p.set_defaults(func=_cmd_data)
+
+    from segloop.tracking.commands import add_parsers
+
+    add_parsers(sub, pipeline_help, _load)
     return parser
 
 

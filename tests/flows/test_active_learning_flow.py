@@ -58,6 +58,10 @@ def test_two_rounds_image_level(prefect_harness: None, camvid_root: Path, tmp_pa
     assert _tags(ws) == ["labels/r000", "labels/r001", "labels/r002"]
     rounds = _rounds(ws)
     assert [len(r["units"]) for r in rounds] == [2, 2, 2]  # 20% of 10 images per round
+    assert not (ws / "work/mlflow").exists()  # tracking.mlflow is off by default
+    previews = sorted(p.name for p in (tmp_path / "a/reports/active_learning/selections")
+                      .iterdir())
+    assert previews == ["round_000.png", "round_001.png", "round_002.png"]
     images = [u[0] for r in rounds for u in r["units"]]
     assert len(set(images)) == 6  # never the same image twice
     assert rounds[0]["strategy"] == {"typiclust"} and rounds[1]["strategy"] == {"entropy"}

@@ -28,12 +28,14 @@ from segloop.train.loop import train_model
 
 def fit_round(pool: Pool, state: LabelState, labels: ImageMaps, cfg: Config, seed: int,
               device: torch.device, *, init: nn.Module | None = None, progress: bool = True,
-              desc: str = "training") -> tuple[nn.Module, float]:
+              desc: str = "training", losses: list[float] | None = None
+              ) -> tuple[nn.Module, float]:
     """Train a model on ``labels`` (N, H, W) uint8 :class:`ImageMaps` (the round's human
     labels, plus seeds):
     built with ``seed`` (or starting from ``init``'s weights with
     ``active.warm_start_steps`` steps), with ``train.semi`` on the pool and, at region
-    level, ``active.region.grow``. Returns the model and its training seconds."""
+    level, ``active.region.grow``. Returns the model and its training seconds; the loss of
+    every step is appended to ``losses`` when given."""
     tc, ac = cfg.train, cfg.active
     c = cfg.data.classes.num_classes
     ignore = cfg.data.classes.ignore_index
@@ -52,9 +54,11 @@ def fit_round(pool: Pool, state: LabelState, labels: ImageMaps, cfg: Config, see
                                 tc.eval_batch_size)
         at = ac.region.grow_at
     start = time.perf_counter()
-    train_model(model, pool.arrays.images, target, settings, ignore, device,
-                progress=progress, desc=desc, semi=semi_settings(tc), refresh=refresh,
-                refresh_at=at)
+    curve = train_model(model, pool.arrays.images, target, settings, ignore, device,
+                        progress=progress, desc=desc, semi=semi_settings(tc), refresh=refresh,
+                        refresh_at=at)
+    if losses is not None:
+        losses.extend(curve)
     return model, time.perf_counter() - start
 
 

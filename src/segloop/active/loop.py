@@ -218,7 +218,8 @@ def train_after(ctx: ALContext, k: int, state: LabelState,
                 progress: bool = True) -> tuple[nn.Module, float]:
     """The model trained on rounds 0..k: loaded from its checkpoint if one exists, else
     trained with seed ``base.seed * 1000 + k`` (afresh, or from round k-1's model with
-    ``active.warm_start_steps``), saved (safetensors) and versioned with DVC. Returns the
+    ``active.warm_start_steps``), saved (safetensors, with its loss curve in the metadata:
+    ``losses``) and versioned with DVC. Returns the
     model and the seconds its training took."""
     tc, ac = ctx.cfg.train, ctx.cfg.active
     c = ctx.classes.num_classes
@@ -240,10 +241,12 @@ def train_after(ctx: ALContext, k: int, state: LabelState,
         init = build_from_config(tc, c)
         load_checkpoint(init, ctx.model_path(k - 1))
     labels = training_labels(state.labels, state.queried, ctx.seeds)
+    losses: list[float] = []
     model, seconds = fit_round(ctx.pool, state, labels, ctx.cfg, _seed(ctx, k), ctx.device,
                                init=init, progress=progress,
-                               desc=f"training on rounds 0..{k}")
-    save_checkpoint(model, path, {"recipe": recipe, "train_seconds": seconds})
+                               desc=f"training on rounds 0..{k}", losses=losses)
+    save_checkpoint(model, path, {"recipe": recipe, "train_seconds": seconds,
+                                  "losses": [float(f"{v:.5g}") for v in losses]})
     log.info("model of rounds 0..%d trained in %.1f s (%d steps)", k, seconds, tc.steps)
     kill_point("al.trained")
     _version_model(ctx, k, path)

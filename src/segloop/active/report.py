@@ -35,9 +35,15 @@ def rounds_table(rounds: Sequence[RoundInfo], class_names: Sequence[str]) -> lis
     return rows
 
 
-def markdown_summary(rows: Sequence[dict[str, Any]], title: str, plot: Path | None) -> str:
+def markdown_summary(rows: Sequence[dict[str, Any]], title: str, plot: Path | None,
+                     links: dict[str, str | None] | None = None) -> str:
+    """The Prefect summary artifact; ``links`` (name -> URL, None left out) to the same
+    run in other dashboards (MLflow, FiftyOne)."""
+    shown = {k: v for k, v in (links or {}).items() if v}
+    more = "".join(f"- {k}: [{v}]({v})\n" for k, v in shown.items())
+    more = f"\nOpen in: \n{more}" if more else ""
     if not rows:
-        return f"# {title}\n\nNo round has metrics yet.\n"
+        return f"# {title}\n\nNo round has metrics yet.\n{more}"
     head = "| round | images | % images | % pixels | clicks | mIoU |\n|---|---|---|---|---|---|\n"
     body = "".join(
         f"| {r['round']} | {r['labelled_images']} | {100 * r['image_fraction']:.1f} | "
@@ -54,7 +60,7 @@ def markdown_summary(rows: Sequence[dict[str, Any]], title: str, plot: Path | No
                  f"({c['miou'] - c['random_miou']:+.4f}).\n")
     if plot is not None:
         text += f"\nCurve: `{plot}`\n"
-    return text
+    return text + more
 
 
 def plot_curve(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
@@ -85,6 +91,12 @@ def plot_curve(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     _atomic_savefig(fig, path)
     plt.close(fig)
     return path
+
+
+def selection_preview_path(cfg: Any, n: int) -> Path:
+    """Where round ``n``'s selection preview goes: ``<reports>/active_learning/selections/
+    round_NNN.png``."""
+    return Path(cfg.base.paths.reports) / "active_learning" / "selections" / f"round_{n:03d}.png"
 
 
 def write_reports(rows: Sequence[dict[str, Any]], out_dir: Path, title: str) -> dict[str, Path]:

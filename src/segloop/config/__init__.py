@@ -34,6 +34,7 @@ from segloop.config.root import Config
 from segloop.config.runner import RunnerConfig
 from segloop.config.section import Section
 from segloop.config.synth import SynthClass, SynthConfig
+from segloop.config.tracking import TrackingConfig
 
 __all__ = [
     "ActiveConfig",
@@ -59,6 +60,7 @@ __all__ = [
     "SmokeConfig",
     "SynthClass",
     "SynthConfig",
+    "TrackingConfig",
     "TrainConfig",
     "USamConfig",
     "dump_config",

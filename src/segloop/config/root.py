@@ -13,6 +13,7 @@ from segloop.config.pseudolabel import PseudolabelConfig
 from segloop.config.runner import RunnerConfig
 from segloop.config.section import Section
 from segloop.config.synth import SynthConfig
+from segloop.config.tracking import TrackingConfig
 
 
 class Config(Section):
@@ -26,6 +27,7 @@ class Config(Section):
     active: ActiveConfig = ActiveConfig()
     train: TrainConfig = TrainConfig()
     runner: RunnerConfig = RunnerConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (lists, not tuples), ready for YAML."""
