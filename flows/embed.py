@@ -25,6 +25,7 @@ from segloop.flows._server import cancelled_on_interrupt
 from segloop.flows.task_runner import task_runner
 from segloop.runlock import output_lock
 from segloop.tasks import embed as t
+from segloop.tracking.mlflow_runs import link_markdown, log_summary
 
 
 @flow(name="embed", on_crashed=[cancelled_on_interrupt])
@@ -74,7 +75,9 @@ def embed_flow(pipeline: str | None = None, config: Config | None = None) -> dic
         summary = steps.summarize(plan, stats, seconds)
         summary["commit"] = commit
         path = report.write_summary(summary, cfg.base.paths.reports)
-        create_markdown_artifact(key="embed-summary", markdown=report.markdown(summary, commit),
+        url = log_summary(cfg, "embed", out, summary, [path], ["data", "models", "embed"])
+        create_markdown_artifact(key="embed-summary",
+                                 markdown=report.markdown(summary, commit) + link_markdown(url),
                                  description="what the embed run wrote")
         if stats:
             create_table_artifact(key="embed-shards", table=summary["shards"],

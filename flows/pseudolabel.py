@@ -33,6 +33,7 @@ from segloop.flows.task_runner import task_runner
 from segloop.pseudolabel import finish
 from segloop.pseudolabel.plan import PseudoPlan
 from segloop.tasks import pseudolabel as t
+from segloop.tracking.mlflow_runs import link_markdown, log_summary
 from segloop.versioning import Workspace
 
 
@@ -107,7 +108,10 @@ def _make_round(cfg: Config, ws: Workspace, root: str, plan: PseudoPlan,
     # 7. Report.
     summary = finish.summarize(plan, stats, info, metrics, seconds)
     path = finish.write_reports(summary, cfg.base.paths.reports, sub)
-    create_markdown_artifact(key=f"pseudolabel{sub}-summary", markdown=finish.markdown(summary),
+    url = log_summary(cfg, "pseudolabel", str(info.path), summary, [path],
+                      ["data", "models", "pseudolabel"])
+    create_markdown_artifact(key=f"pseudolabel{sub}-summary",
+                             markdown=finish.markdown(summary) + link_markdown(url),
                              description="what the pseudolabel run made")
     if metrics:
         create_table_artifact(key=f"pseudolabel{sub}-iou", table=finish.per_class_rows(metrics),

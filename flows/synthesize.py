@@ -24,6 +24,7 @@ from segloop.flows.task_runner import task_runner
 from segloop.runlock import output_lock
 from segloop.synth import contact, report, steps, store
 from segloop.tasks import synthesize as t
+from segloop.tracking.mlflow_runs import link_markdown, log_summary
 
 
 @flow(name="synthesize", on_crashed=[cancelled_on_interrupt])
@@ -69,10 +70,13 @@ def synthesize_flow(pipeline: str | None = None, config: Config | None = None
         summary["commit"] = commit
         summary["contact_sheet"] = str(sheet) if sheet else None
         path = report.write_summary(summary, cfg.base.paths.reports)
+        url = log_summary(cfg, "synthesize", str(out), summary, [path, sheet],
+                          ["models", "synth"])
         create_table_artifact(key="synthesize-classes", table=final["per_class"],
                               description="images kept and rejected per class")
         create_markdown_artifact(key="synthesize-summary",
-                                 markdown=report.markdown(summary, sheet, commit),
+                                 markdown=report.markdown(summary, sheet, commit)
+                                 + link_markdown(url),
                                  description="what the synthesize run made")
         logger.info("%d images in %s (%d rejected); summary %s, contact sheet %s",
                     final["images"], out, final["rejected"], path, sheet)

@@ -21,6 +21,7 @@ def _config(tmp_path: Path, root: Path, **embed: object) -> Config:
         "data": {"root": str(root), "split": "val"},
         "models": {"sam": {"variant": "tiny"}},
         "embed": {"limit": 4, "shard_size": 2, **embed},
+        "tracking": {"mlflow": True},  # also checks the flow's MLflow run (segloop[mlflow])
     })
 
 
@@ -54,6 +55,17 @@ def test_embed_flow_versions_output_and_rerun_skips_everything(
     again = embed_flow(config=_config(tmp_path, shared_camvid))
     assert again["images_embedded"] == 0 and again["images_skipped"] == 4
     assert _git(ws, "rev-parse", "HEAD") == head  # nothing new, nothing committed
+    # MLflow: both runs on this output are one MLflow run, holding the latest summary
+    import mlflow
+
+    uri = f"sqlite:///{ws / 'work/mlflow/mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("segloop-embed").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.metrics["images_skipped"] == 4
+    assert runs[0].data.params["embed.shard_size"] == "2"
+    assert [f.path for f in client.list_artifacts(runs[0].info.run_id, "reports")] == [
+        "reports/summary.json"]
 
 
 def test_embed_flow_reports_a_failed_shard_and_keeps_the_others(

@@ -245,3 +245,29 @@ def _find_or_create(client: Any, exp_id: str, key: str, name: str,
 def _chunks(rows: list[Any], size: int) -> Iterable[list[Any]]:
     for i in range(0, len(rows), size):
         yield rows[i:i + size]
+
+
+def log_summary(cfg: Config, flow: str, key: str, summary: Mapping[str, Any],
+                files: Iterable[str | Path | None] = (), sections: Iterable[str] = ()
+                ) -> str | None:
+    """A flow's summary as one MLflow run (found again for the same ``key``, e.g. its output
+    folder): ``sections`` of the config as params, the summary's numbers as metrics (step
+    0, replaced by a later run of the same key), ``files`` (reports, plots) as artifacts.
+    Returns the run's URL in the MLflow UI, or None with tracking off."""
+    if not cfg.tracking.enabled:
+        return None
+    run = start(cfg, flow, key, f"{flow} ({Path(key).name})")
+    dumped = cfg.to_dict()
+    run.log_params(flatten({s: dumped[s] for s in ("base", *sections)}))
+    run.log_metrics(numeric(summary))
+    run.set_tags({"segloop.commit": summary.get("commit")})
+    for path in files:
+        if path is not None:
+            run.log_artifact(path, "reports")
+    run.finish("FINISHED")
+    return run.url()
+
+
+def link_markdown(url: str | None, name: str = "MLflow run") -> str:
+    """A markdown line linking a Prefect artifact to ``url`` ("" without one)."""
+    return f"\n\n{name}: [{url}]({url})\n" if url else ""
