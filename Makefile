@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo test lint repro clean-demo venv params
+.PHONY: demo test test-browser lint repro clean-demo venv params
 
 venv: $(STAMP)
 
@@ -28,6 +28,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The dashboards in headless Chromium (apt-get installs chromium + chromium-driver when
+# missing, as root); kept out of `make test` by the browser marker.
+test-browser: $(STAMP)
+	SEGLOOP_BROWSER_REQUIRED=$${SEGLOOP_BROWSER_REQUIRED:-0} $(BIN)/python -m pytest -m browser tests/browser $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src flows tasks tests benchmarks

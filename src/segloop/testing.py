@@ -7,6 +7,9 @@ the same tiny datasets to try a pipeline in seconds.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,3 +95,55 @@ def all_strings(value: Any) -> list[str]:
     if isinstance(value, list | tuple):
         return [s for v in value for s in all_strings(v)]
     return []
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def served(cmd: list[str], health: str, log_path: Path, env: dict[str, str] | None = None,
+           timeout: float = 90.0) -> Iterator[None]:
+    """Run a server (``cmd``, its own process group, dying with this process) until the
+    block ends; returns once ``health`` answers 200. Its output goes to ``log_path``; a
+    server that exits or is not up within ``timeout`` s raises with the log's tail."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import httpx
+
+    from segloop.flows._server import _die_with_parent
+
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=_die_with_parent)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{cmd[:4]} exited ({proc.returncode}):\n"
+                                       f"{log_path.read_text()[-3000:]}")
+                try:
+                    if httpx.get(health, timeout=5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{cmd[:4]} not up in {timeout} s:\n"
+                                       f"{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

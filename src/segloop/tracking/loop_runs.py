@@ -141,8 +141,16 @@ class LoopRun:
             folder = Path(tmp) / MODEL_PATH
             # pickle: the nn.Module itself (segloop's classes), fast to write; "pt2" (MLflow's
             # default) traces the graph with torch.export, seconds per round on a CPU
-            mlflow.pytorch.save_model(model.cpu(), str(folder), signature=signature,
-                                      pip_requirements=reqs, serialization_format="pickle")
+            # (its warning that pickles run code when loaded, once per round, is silenced:
+            # said once in the README, and the registry holds only this loop's own models)
+            quiet = logging.getLogger("mlflow.pytorch")
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)
+            try:
+                mlflow.pytorch.save_model(model.cpu(), str(folder), signature=signature,
+                                          pip_requirements=reqs, serialization_format="pickle")
+            finally:
+                quiet.setLevel(level)
             self.run.client.log_artifacts(rid, str(folder), MODEL_PATH)
         uri = f"runs:/{rid}/{MODEL_PATH}"
         self.run.set_tags({MODEL_TAG: uri}, run_id=rid)

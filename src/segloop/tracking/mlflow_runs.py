@@ -222,7 +222,10 @@ def _experiment(client: Any, cfg: Config, name: str) -> str:
     location = ((local_store(cfg) / "artifacts").as_uri() if cfg.tracking.mlflow is True
                 else None)
     try:
-        return str(client.create_experiment(name, artifact_location=location))
+        # experimentKind: the MLflow UI opens it on its runs (model training), not on the
+        # GenAI traces overview
+        return str(client.create_experiment(name, artifact_location=location, tags={
+            "mlflow.experimentKind": "custom_model_development"}))
     except MlflowException:  # created by another process meanwhile
         exp = client.get_experiment_by_name(name)
         if exp is None:
