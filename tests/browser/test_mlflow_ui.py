@@ -84,6 +84,7 @@ def test_mlflow_ui_shows_rounds_and_the_miou_chart(tracked_loop: tuple[str, Any,
     search = browser.driver.find_element(
         By.CSS_SELECTOR, "input[placeholder='Search metric charts']")
     search.send_keys("miou")  # the chart grid renders lazily: bring the mIoU chart up
-    browser.wait_for_text("image level, entropy (ws) (miou)", timeout=30)
+    # drawn: the chart's legend and its axis title (a spinner shows neither)
+    browser.wait_for_text("image level, entropy (ws) (miou)", "Step", timeout=60)
     browser.screenshot("loop-run-metrics")
     browser.assert_no_console_errors()

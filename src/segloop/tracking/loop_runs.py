@@ -4,16 +4,19 @@ resumes), a nested run per round with its metrics, training loss curve, selectio
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from segloop.config import Config
-from segloop.tracking.mlflow_runs import FlowRun, flatten, numeric, start
+from segloop.tracking import mlflow_runs
+from segloop.tracking.mlflow_runs import FlowRun, flatten, numeric
 from segloop.versioning.lineage import current_flow_run_id
 
 if TYPE_CHECKING:
@@ -31,18 +34,37 @@ CHARTED = ("miou", "pixel_accuracy", "labelled_images", "labelled_pixels", "imag
            "random_miou")
 
 
+def _timed(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds the call's seconds to ``self.seconds`` (what tracking costs the loop)."""
+
+    @functools.wraps(method)
+    def wrapper(self: LoopRun, *args: Any, **kwargs: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - began
+
+    return wrapper
+
+
 class LoopRun:
-    """The MLflow side of one active-learning workspace (a no-op with tracking off)."""
+    """The MLflow side of one active-learning workspace (a no-op with tracking off).
+    ``seconds``: the time its calls took in this flow run, logged as ``tracking_seconds``
+    when the loop finishes."""
 
     def __init__(self, cfg: Config, workspace: Path) -> None:
+        began = time.perf_counter()
+        self.seconds = 0.0
         self.cfg = cfg
         ac = cfg.active
-        self.run: FlowRun = start(cfg, FLOW, str(Path(workspace).resolve()),
+        self.run: FlowRun = mlflow_runs.start(cfg, FLOW, str(Path(workspace).resolve()),
                                   f"{ac.level} level, {ac.strategy} ({Path(workspace).name})")
         if self.run.enabled:
             self.run.log_params(flatten(cfg.to_dict()))
             self.run.set_tags({"segloop.level": ac.level, "segloop.strategy": ac.strategy,
                                "segloop.workspace": Path(workspace).name})
+        self.seconds = time.perf_counter() - began
 
     @property
     def enabled(self) -> bool:
@@ -52,6 +74,7 @@ class LoopRun:
         """Round ``k``'s nested run (found again or created)."""
         return self.run.child(f"round {k:03d}", f"round/{k}", {"segloop.round": k})
 
+    @_timed
     def log_round(self, k: int, record: Mapping[str, Any], tags: Mapping[str, Any],
                   losses: list[float] | None = None, model: Any = None,
                   example: Any = None) -> None:
@@ -77,6 +100,7 @@ class LoopRun:
             self._log_model(rid, model, example)
         self.run.finish("FINISHED", run_id=rid)
 
+    @_timed
     def log_trained(self, ctx: ALContext, k: int, record: Mapping[str, Any]) -> None:
         """Round ``k`` of ``ctx``'s loop after its model is evaluated: :meth:`log_round` with
         the loss curve from the checkpoint, the model and tags linking the round's DVC tag,
@@ -97,6 +121,7 @@ class LoopRun:
         self.log_round(k, record, tags, read_meta(path).get("losses"), model,
                        np.zeros((1, 3, h, w), np.float32))
 
+    @_timed
     def log_committed(self, ctx: ALContext, n: int, preview: Path | None = None) -> None:
         """Round ``n``'s ``round.json`` (what was picked, by which strategy) and its
         selection preview (PNG) as artifacts of its run, under ``selection/``."""
@@ -107,15 +132,20 @@ class LoopRun:
             if path is not None:
                 self.run.log_artifact(path, "selection", run_id=rid)
 
+    @_timed
     def log_reports(self, paths: Mapping[str, Path]) -> None:
         """The loop's reports (rounds table, curve, metrics) on its own run."""
         for path in paths.values():
             self.run.log_artifact(path, "reports")
 
     def finish(self, status: str) -> None:
-        """``complete``: the loop's run FINISHED; ``waiting_for_labels``: left RUNNING."""
+        """Log ``tracking_seconds``; ``complete``: the loop's run FINISHED,
+        ``waiting_for_labels``: left RUNNING."""
+        began = time.perf_counter()
+        self.run.log_metrics({"tracking_seconds": self.seconds})
         if status == "complete":
             self.run.finish("FINISHED")
+        self.seconds += time.perf_counter() - began
 
     def failed(self) -> None:
         self.run.finish("FAILED")
