@@ -6,8 +6,9 @@ import atexit
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,3 +72,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT_S))
+
+
+@pytest.fixture
+def interrupted_loop(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """``run(cfg, at=2)``: the active-learning flow on ``cfg``, killed (KeyboardInterrupt)
+    just before round ``at``'s labels are committed; the commit works again afterwards."""
+
+    def run(cfg: Any, at: int = 2) -> None:
+        from segloop.active import loop
+        from segloop.flows.active_learning import active_learning_flow
+
+        real = loop.commit_labels
+
+        def killed(ctx: Any, n: int, *args: Any, **kwargs: Any) -> Any:
+            if n == at:
+                raise KeyboardInterrupt("killed")
+            return real(ctx, n, *args, **kwargs)
+
+        monkeypatch.setattr(loop, "commit_labels", killed)
+        with pytest.raises(BaseException, match="killed"):
+            active_learning_flow(config=cfg)
+        monkeypatch.setattr(loop, "commit_labels", real)
+
+    return run

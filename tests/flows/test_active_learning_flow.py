@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,27 +119,16 @@ def _check_lineage(cfg: Config, tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_resume_after_an_interrupted_round_matches_an_uninterrupted_run(
-    prefect_harness: None, camvid_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_harness: None, camvid_root: Path, tmp_path: Path,
+    interrupted_loop: Callable[..., None]
 ) -> None:
-    from segloop.active import loop
     from segloop.flows.active_learning import active_learning_flow
 
     active_learning_flow(config=al_config(tmp_path, camvid_root, "full"))
-
-    real = loop.commit_labels
-
-    def killed_in_round_2(ctx, n, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if n == 2:
-            raise KeyboardInterrupt("killed")
-        return real(ctx, n, *args, **kwargs)
-
-    monkeypatch.setattr(loop, "commit_labels", killed_in_round_2)
-    with pytest.raises(BaseException, match="killed"):
-        active_learning_flow(config=al_config(tmp_path, camvid_root, "resumed"))
+    interrupted_loop(al_config(tmp_path, camvid_root, "resumed"))  # killed in round 2
     ws = tmp_path / "resumed/ws"
     assert _tags(ws) == ["labels/r000", "labels/r001"]
     assert not list((ws / "data/labels").glob(".round_*"))  # nothing half-written
-    monkeypatch.setattr(loop, "commit_labels", real)
     result = active_learning_flow(config=al_config(tmp_path, camvid_root, "resumed"))
     assert result.status == "complete"
     assert _tags(ws) == _tags(tmp_path / "full/ws")

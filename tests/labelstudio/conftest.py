@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+
+from segloop.testing import free_port, served
 
 LS_VERSION = "1.23.2"
 USER = "labeller@example.org"
@@ -50,12 +49,6 @@ def ls_venv() -> Path:
         raise RuntimeError(f"could not install label-studio=={LS_VERSION} into {venv} (pip "
                            f"needs the package index):\n{done.stderr[-2000:]}")
     return venv
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LabelStudio:
@@ -152,38 +145,13 @@ def document_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def label_studio(document_root: Path, tmp_path_factory: pytest.TempPathFactory
                  ) -> Iterator[LabelStudio]:
     venv = ls_venv()
-    port = _free_port()
+    port = free_port()
     data = tmp_path_factory.mktemp("ls-data")
     env = {**os.environ, "LOCAL_FILES_SERVING_ENABLED": "true",
            "LOCAL_FILES_DOCUMENT_ROOT": str(document_root), "LATEST_VERSION_CHECK": "false",
            "COLLECT_ANALYTICS": "false", "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true"}
-    log = (data / "server.log").open("w")
-    proc = subprocess.Popen(
-        [str(venv / "bin" / "label-studio"), "start", "--no-browser", "--port", str(port),
-         "--data-dir", str(data), "--username", USER, "--password", PASSWORD],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    cmd = [str(venv / "bin" / "label-studio"), "start", "--no-browser", "--port", str(port),
+           "--data-dir", str(data), "--username", USER, "--password", PASSWORD]
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"Label Studio exited ({proc.returncode}); see "
-                                   f"{data / 'server.log'}")
-            try:
-                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Label Studio did not start in {START_TIMEOUT_S} s; see "
-                                   f"{data / 'server.log'}")
-            time.sleep(2)
+    with served(cmd, f"{url}/health", data / "server.log", env, START_TIMEOUT_S):
         yield LabelStudio(url, venv)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()

@@ -4,6 +4,7 @@ artifacts, a model that loads back, the registry, and resume continuing the same
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,23 +39,13 @@ def _client(cfg: Config) -> Any:
 
 def test_loop_logs_rounds_resumes_the_same_run_and_promotes(
         prefect_harness: None, camvid_root: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, interrupted_loop: Callable[..., None]) -> None:
     from segloop.active import loop
     from segloop.flows.active_learning import active_learning_flow
     from segloop.tracking.registry import promote
 
     cfg = _config(tmp_path, camvid_root, "a")
-    real = loop.commit_labels
-
-    def killed_in_round_2(ctx, n, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if n == 2:
-            raise KeyboardInterrupt("killed")
-        return real(ctx, n, *args, **kwargs)
-
-    monkeypatch.setattr(loop, "commit_labels", killed_in_round_2)
-    with pytest.raises(BaseException, match="killed"):
-        active_learning_flow(config=cfg)
-    monkeypatch.setattr(loop, "commit_labels", real)
+    interrupted_loop(cfg)  # killed before round 2's commit, then resumed below
     result = active_learning_flow(config=cfg)
     assert result.status == "complete"
 
