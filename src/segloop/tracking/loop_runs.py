@@ -86,7 +86,8 @@ class LoopRun:
         rid = self.round_run(k)
         if rid is None:
             return
-        have = self.run.metrics_of(rid)
+        logged = self.run.client.get_run(rid).data  # one read: metrics and tags
+        have = logged.metrics
         values = _round_values(self.cfg, record)
         if "miou" not in have:
             self.run.log_metrics(values, step=k, run_id=rid)
@@ -96,7 +97,7 @@ class LoopRun:
             self.run.log_series("train_loss", losses, run_id=rid)
         self.run.set_tags(tags, run_id=rid)
         if model is not None and self.cfg.tracking.log_models \
-                and MODEL_TAG not in self.run.tags_of(rid):
+                and MODEL_TAG not in logged.tags:
             self._log_model(rid, model, example)
         self.run.finish("FINISHED", run_id=rid)
 

@@ -165,10 +165,6 @@ class FlowRun:
         if self.enabled and Path(path).exists():
             self.client.log_artifact(run_id or self.run_id, str(path), folder)
 
-    def metrics_of(self, run_id: str | None = None) -> dict[str, float]:
-        return dict(self.client.get_run(run_id or self.run_id).data.metrics) if self.enabled \
-            else {}
-
     def tags_of(self, run_id: str | None = None) -> dict[str, str]:
         return dict(self.client.get_run(run_id or self.run_id).data.tags) if self.enabled \
             else {}
@@ -178,8 +174,16 @@ class FlowRun:
         if not self.enabled:
             return None
         assert self.experiment_id is not None and self.run_id is not None
-        return _find_or_create(self.client, self.experiment_id, f"{self.run_id}/{key}", name,
-                               {"mlflow.parentRunId": self.run_id, **(tags or {})})
+        return _find(self.client, self.experiment_id, f"{self.run_id}/{key}") or _create(
+            self.client, self.experiment_id, f"{self.run_id}/{key}", name,
+            {"mlflow.parentRunId": self.run_id, **(tags or {})})
+
+    def find_child(self, key: str) -> str | None:
+        """The id of this run's nested run ``key``, or None if it was never created."""
+        if not self.enabled:
+            return None
+        assert self.experiment_id is not None
+        return _find(self.client, self.experiment_id, f"{self.run_id}/{key}")
 
     def finish(self, status: str = "FINISHED", run_id: str | None = None) -> None:
         if self.enabled:
@@ -197,9 +201,9 @@ def start(cfg: Config, flow: str, key: str, name: str) -> FlowRun:
     uri = tracking_uri(cfg)
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     exp_id = _experiment(client, cfg, experiment_name(cfg, flow))
-    run_key = hashlib.sha256(f"{flow}\0{key}".encode()).hexdigest()[:20]
+    run_key = f"{flow}\0{key}"
     code = code_identity()
-    run_id = _find_or_create(client, exp_id, run_key, name, {
+    run_id = _find(client, exp_id, run_key) or _create(client, exp_id, run_key, name, {
         "segloop.flow": flow, "segloop.version": code.get("segloop_version")})
     client.update_run(run_id, status="RUNNING")
     run = FlowRun(client, run_id, exp_id, cfg.tracking.ui_url)
@@ -233,15 +237,20 @@ def _experiment(client: Any, cfg: Config, name: str) -> str:
         return str(exp.experiment_id)
 
 
-def _find_or_create(client: Any, exp_id: str, key: str, name: str,
-                    tags: Mapping[str, Any]) -> str:
-    digest = hashlib.sha256(key.encode()).hexdigest()[:20] if "/" in key else key
-    found = client.search_runs([exp_id], filter_string=f"tags.`{RUN_KEY}` = '{digest}'",
+def _digest(key: str) -> str:
+    """The ``segloop.run_key`` tag of ``key`` (hashed: keys hold paths and quotes)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def _find(client: Any, exp_id: str, key: str) -> str | None:
+    found = client.search_runs([exp_id], filter_string=f"tags.`{RUN_KEY}` = '{_digest(key)}'",
                                max_results=1)
-    if found:
-        return str(found[0].info.run_id)
+    return str(found[0].info.run_id) if found else None
+
+
+def _create(client: Any, exp_id: str, key: str, name: str, tags: Mapping[str, Any]) -> str:
     run = client.create_run(exp_id, run_name=name, tags={
-        RUN_KEY: digest, **{k: str(v) for k, v in tags.items() if v is not None}})
+        RUN_KEY: _digest(key), **{k: str(v) for k, v in tags.items() if v is not None}})
     return str(run.info.run_id)
 
 

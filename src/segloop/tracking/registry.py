@@ -50,16 +50,12 @@ def promote(cfg: Config, k: int, alias: str = ALIAS) -> Promoted:
 
 
 def _round_with_model(lr: LoopRun, k: int) -> str:
-    client, run = lr.run.client, lr.run
-    found = client.search_runs(
-        [run.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{run.run_id}' and "
-                      f"tags.`segloop.round` = '{k}'", max_results=1)
-    if not found:
+    run = lr.run
+    rid = run.find_child(f"round/{k}")
+    if rid is None:
         raise DataError(f"round {k} has no MLflow run in experiment {run.experiment_id}: run "
                         "the active_learning flow with tracking.mlflow set up to that round "
                         "first (`segloop rounds list` shows the committed rounds)")
-    rid = str(found[0].info.run_id)
     if MODEL_TAG not in run.tags_of(rid):
         raise DataError(f"round {k}'s MLflow run {rid} has no logged model (tracking."
                         "log_models was false, or its training has not finished): rerun the "
