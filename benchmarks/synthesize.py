@@ -7,25 +7,34 @@ Protocol (fixed):
   on weight values. The tokenizer is segloop's tiny offline CLIP tokenizer.
 - Settings: ``--size`` pixels square (default 128, latents 16x16), ``--steps`` (default
   4) PNDM steps, guidance 7.5 (classifier-free guidance doubles the UNet batch), two
-  classes, ``--images`` images in all (default 16), batch ``--batch`` (default 4).
+  classes, ``--images`` images in all (default 32), batch ``--batch`` (default 4), chunks
+  of ``--chunk`` images (default 8: four chunk tasks a run).
 - One process, one pipeline object shared by every measurement, one warm-up call first,
-  then ``--repeats`` (default 3) rounds of the three runs below, interleaved so that drift
-  of the machine's speed hits all three alike; reported: medians, every round, and the
-  flow's overhead over batched generation per round (paired) and its median. Run-to-run
-  noise on this machine is about +-7%, so one round cannot resolve a 5% target.
+  then ``--repeats`` (default 5) rounds of the four runs below, interleaved so that drift
+  of the machine's speed hits all alike; reported: medians, every round, and the flow's
+  overhead over batched generation per round (paired), its median and spread (min, max).
 
-  * ``bare_loop``: ``pipe(prompt, generator=...)`` once per image, nothing written.
+  * ``bare_loop``: ``pipe(prompt, generator=...)`` once per image, nothing written, on the
+    first ``--bare-images`` (default 8) images (a rate; the slowest run, kept short).
   * ``batched``: segloop's ``generate_images`` on batches of ``--batch`` (the same per-image
     seeds), nothing written.
+  * ``library``: the flow's chunks through the library without Prefect
+    (``steps.generate_chunk`` for each chunk of ``steps.plan``, one after another: batched
+    generation plus PNG encoding, atomic file writes and manifest parts), into a fresh
+    folder.
   * ``segloop``: the ``synthesize`` flow end to end on Prefect's local server (plan, chunk
-    tasks, PNG and manifest writing, compaction, contact sheet, DVC versioning) in a
-    temporary workspace. ``images_per_second.segloop`` counts the generation phase (chunk
-    tasks, with their writing); ``segloop_wall`` is the flow's whole wall time, server
-    start excluded.
+    tasks, PNG and manifest writing, progress artifact, compaction, contact sheet, DVC
+    versioning) in a temporary workspace. ``images_per_second.segloop`` counts the
+    generation phase (chunk tasks, with their writing); ``segloop_wall`` is the flow's whole
+    wall time, server start excluded.
+
+  The split of the flow's overhead over ``batched``: ``writing`` = library / batched - 1
+  (PNGs, files, manifest parts), ``orchestration`` = segloop / library - 1 (Prefect: task
+  submission and states, logs, the progress artifact, the local server), per round, medians.
 
 Writes ``benchmarks/results/synthesize.json`` and ``synthesize.png``.
 
-    python benchmarks/synthesize.py            # ~10 min on 2 cores (3 rounds)
+    python benchmarks/synthesize.py            # ~35 min on 2 cores (5 rounds)
     python benchmarks/synthesize.py --quick    # tiny pipeline: checks the script only
     python benchmarks/synthesize.py --table
 """
@@ -52,11 +61,13 @@ TARGET_OVERHEAD = 0.05
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=int, default=16)
+    p.add_argument("--images", type=int, default=32)
+    p.add_argument("--bare-images", type=int, default=8, help="images of the bare loop")
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--chunk", type=int, default=8, help="images per chunk task")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds (medians)")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds (medians)")
     p.add_argument("--quick", action="store_true", help="tiny pipeline, separate JSON")
     p.add_argument("--table", action="store_true", help="print the README table and exit")
     return p.parse_args(argv)
@@ -71,7 +82,7 @@ def _config(args: argparse.Namespace, tmp: str) -> Any:
         "models": {"diffusion": {"model_id": "tiny" if args.quick else "random-sd1"}},
         "synth": {"dataset": "bench", "classes": ["forklift", "pallet"],
                   "images_per_class": args.images // 2, "batch_size": args.batch,
-                  "chunk_size": args.images, "steps": args.steps, "guidance": 7.5,
+                  "chunk_size": args.chunk, "steps": args.steps, "guidance": 7.5,
                   "height": args.size, "width": args.size, "contact_per_class": 2},
     })
 
@@ -83,7 +94,8 @@ def _jobs(cfg: Any) -> list[Any]:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """``--repeats`` rounds of (bare loop, batched, flow), interleaved, on one pipeline."""
+    """``--repeats`` rounds of (bare loop, batched, library, flow), interleaved, on one
+    pipeline."""
     from prefect.testing.utilities import prefect_test_harness
 
     from segloop.flows.synthesize import synthesize_flow
@@ -99,24 +111,30 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     load_seconds = time.perf_counter() - t0
     pipe, s = loaded.pipe, steps.generation_settings(cfg)
     jobs = _jobs(cfg)
-    n = len(jobs)
+    n, bare = len(jobs), jobs[: args.bare_images]
     generate_images(pipe, jobs[:1], s)  # warm-up
-    reps: dict[str, list[float]] = {"bare_loop": [], "batched": [], "segloop": [],
-                                    "segloop_wall": []}
+    reps: dict[str, list[float]] = {"bare_loop": [], "batched": [], "library": [],
+                                    "segloop": [], "segloop_wall": []}
     with prefect_test_harness(server_startup_timeout=None):
         for rep in range(args.repeats):
-            print(f"[synthesize] round {rep + 1}/{args.repeats}: bare loop, batched, flow",
-                  flush=True)
+            print(f"[synthesize] round {rep + 1}/{args.repeats}: bare loop, batched, library, "
+                  "flow", flush=True)
             t0 = time.perf_counter()
-            for job in jobs:
+            for job in bare:
                 pipe(prompt=job.prompt, generator=torch.Generator().manual_seed(job.seed),
                      num_inference_steps=s.steps, guidance_scale=s.guidance,
                      height=s.height, width=s.width, output_type="np")
-            reps["bare_loop"].append(n / (time.perf_counter() - t0))
+            reps["bare_loop"].append(len(bare) / (time.perf_counter() - t0))
             t0 = time.perf_counter()
             for i in range(0, n, args.batch):
                 generate_images(pipe, jobs[i : i + args.batch], s)
             reps["batched"].append(n / (time.perf_counter() - t0))
+            out = f"{tmp}/library{rep}"
+            chunks = steps.plan(cfg, out).chunks
+            t0 = time.perf_counter()
+            for chunk in chunks:
+                steps.generate_chunk(cfg, out, chunk, pipe=pipe)
+            reps["library"].append(n / (time.perf_counter() - t0))
             fresh = cfg.model_copy(update={"synth": cfg.synth.model_copy(
                 update={"dataset": f"bench{rep}"})})
             t0 = time.perf_counter()
@@ -126,23 +144,37 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 raise SystemExit(f"the flow generated {summary['generated']} images, not {n}")
             reps["segloop"].append(n / summary["seconds"])
             reps["segloop_wall"].append(n / wall)
-    overheads = [b / f - 1 for b, f in zip(reps["batched"], reps["segloop"], strict=True)]
+            print("  " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in reps.items()) + " images/s",
+                  flush=True)
+    per_round = {
+        "flow": [b / f - 1 for b, f in zip(reps["batched"], reps["segloop"], strict=True)],
+        "writing": [b / f - 1 for b, f in zip(reps["batched"], reps["library"], strict=True)],
+        "orchestration": [lib / f - 1 for lib, f in zip(reps["library"], reps["segloop"],
+                                                        strict=True)]}
     return {"images_per_second": {k: round(statistics.median(v), 4) for k, v in reps.items()},
             "rounds": {k: [round(x, 4) for x in v] for k, v in reps.items()},
-            "flow_overhead_per_round": [round(o, 4) for o in overheads],
-            "load_seconds": round(load_seconds, 2), "images": n,
+            "flow_overhead_per_round": [round(o, 4) for o in per_round["flow"]],
+            "overhead_split_per_round": {k: [round(o, 4) for o in v]
+                                         for k, v in per_round.items() if k != "flow"},
+            "load_seconds": round(load_seconds, 2), "images": n, "chunks": len(chunks),
             "torch_threads": torch.get_num_threads()}
 
 
 def summarize(data: dict[str, Any]) -> dict[str, Any]:
     ips = data["images_per_second"]
     batching = ips["batched"] / ips["bare_loop"]
-    overhead = statistics.median(data["flow_overhead_per_round"])  # paired, per round
+    per_round = data["flow_overhead_per_round"]
+    overhead = statistics.median(per_round)  # paired, per round
     overhead_wall = ips["batched"] / ips["segloop_wall"] - 1
+    split = {k: round(statistics.median(v), 4)
+             for k, v in data["overhead_split_per_round"].items()}
     return {"ratios": {"batched_over_bare": round(batching, 3),
                        "segloop_over_bare": round(ips["segloop"] / ips["bare_loop"], 3),
                        "flow_overhead": round(overhead, 4),
+                       "flow_overhead_min": round(min(per_round), 4),
+                       "flow_overhead_max": round(max(per_round), 4),
                        "flow_overhead_wall": round(overhead_wall, 4)},
+            "overhead_split": split,
             "targets": {
                 "batching": {"target": f">= {TARGET_BATCHING}x the bare loop",
                              "measured": round(batching, 3), "met": batching >= TARGET_BATCHING},
@@ -158,9 +190,10 @@ def plot(data: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     ips = data["images_per_second"]
-    names = ["bare_loop", "batched", "segloop", "segloop_wall"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.bar(names, [ips[k] for k in names], color=["#999999", "#4c72b0", "#dd8452", "#f4a582"])
+    names = ["bare_loop", "batched", "library", "segloop", "segloop_wall"]
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    ax.bar(names, [ips[k] for k in names],
+           color=["#999999", "#4c72b0", "#55a868", "#dd8452", "#f4a582"])
     for i, k in enumerate(names):
         ax.text(i, ips[k], f"{ips[k]:.3f}", ha="center", va="bottom", fontsize=9)
     ax.axhline(ips["bare_loop"] * TARGET_BATCHING, ls="--", c="k", lw=1,
@@ -180,6 +213,8 @@ def markdown_table(data: dict[str, Any]) -> str:
     rows = [("bare diffusers loop, one image per call", ips["bare_loop"], "1.00x"),
             (f"batched (batch {data['protocol']['batch']}), no writing", ips["batched"],
              f"{r['batched_over_bare']:.2f}x"),
+            ("library chunks, writing, no Prefect", ips["library"],
+             f"{ips['library'] / ips['bare_loop']:.2f}x"),
             ("segloop flow, generation phase", ips["segloop"], f"{r['segloop_over_bare']:.2f}x"),
             ("segloop flow, whole run (plan to DVC push)", ips["segloop_wall"],
              f"{ips['segloop_wall'] / ips['bare_loop']:.2f}x")]
@@ -195,12 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown_table(json.loads(path.read_text())))
         return 0
     if args.quick:
-        args.images, args.batch, args.steps, args.size, args.repeats = 4, 2, 2, 32, 2
+        args.images, args.bare_images, args.batch, args.chunk = 4, 2, 2, 2
+        args.steps, args.size, args.repeats = 2, 32, 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     data = measure(args)
     data["protocol"] = {"model": "tiny" if args.quick else "SD 1.x architecture, random",
                         "size": args.size, "steps": args.steps, "batch": args.batch,
-                        "images": args.images, "guidance": 7.5, "repeats": args.repeats}
+                        "images": args.images, "bare_loop_images": args.bare_images,
+                        "chunk": args.chunk, "guidance": 7.5, "repeats": args.repeats}
     data.update(summarize(data))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -29,6 +29,7 @@ from segloop.flows._server import cancelled_on_interrupt
 from segloop.flows.task_runner import task_runner
 from segloop.runlock import output_lock
 from segloop.tasks import active as t
+from segloop.tracking.fiftyone_setup import require_fiftyone
 from segloop.tracking.loop_runs import LoopRun
 
 
@@ -49,7 +50,8 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
     """Run (or resume) the loop from a config file (``pipeline``) or a ``Config`` object."""
     logger = get_run_logger()
     cfg = config if config is not None else load_config(pipeline)
-    ac = cfg.active
+    if cfg.tracking.fiftyone:  # fail now, not after the rounds
+        require_fiftyone()
     # one loop per workspace; mapped work on the configured task runner (config `runner`:
     # threads here, or Dask workers), handing back file references
     with output_lock(context.labels_dir(cfg), "active_learning"), \
@@ -65,76 +67,87 @@ def active_learning_flow(pipeline: str | None = None, config: Config | None = No
                         run.kind)
         ctx = t.prepare(cfg)
         tracked = LoopRun(cfg, ctx.ws.root)  # MLflow (tracking.mlflow); a no-op when off
-        committed = [r.number for r in loop.committed_rounds(ctx)]
-        logger.info("pool: %d images at %s, level %s, strategy %s; committed rounds: %s",
-                    len(ctx.pool), ctx.pool.arrays.hw, ac.level, ac.strategy, committed or "none")
-        progress = create_progress_artifact(
-            progress=0.0, key="active-learning-progress",
-            description="label rounds done (of active.rounds + 1)")
-        # 2. Round 0: the initial set (random, or TypiClust on image thumbnails).
-        if not committed:
-            first = ac.initial_strategy
-            if ac.annotator == "human" and human.pending_exists(ctx, 0):
-                return _wait(ctx, 0, None, first, logger, pipeline, tracked)
-            selection, scores0 = t.initial_selection(ctx)
-            preview = t.preview_selection(ctx, 0, selection)
-            if ac.annotator == "human":
-                return _wait(ctx, 0, selection, first, logger, pipeline, tracked)
-            labels = t.simulate_labels(ctx, selection)
-            t.commit_labels(ctx, 0, selection, labels, first, ac.annotator, scores0)
-            tracked.log_committed(ctx, 0, preview)
-            committed = [0]
-        # 3. Per round: train on rounds 0..k, evaluate, score, select, label, commit round k+1.
-        # Training, evaluation and scoring (by shard) run on the runner.
-        new_rounds = 0
-        for k in range(max(committed), ac.rounds + 1):
-            update_progress_artifact(progress, 100.0 * k / (ac.rounds + 1))
-            state = t.label_state(ctx, k)
-            trained = run.call(t.train, cfg=cfg, k=k)
-            compare = k == ac.rounds and ac.compare_random and ac.annotator != "human"
-            metrics, *baseline = run.call_all(
-                [(t.evaluate, {"cfg": cfg, "k": k})]
-                + ([(t.random_baseline, {"cfg": cfg, "k": k})] if compare else []))
-            extra = {"train_seconds": trained.seconds}
-            if baseline:
-                extra.update(baseline[0])
-                logger.info("random selection at the same budget: val mIoU %.4f",
-                            extra["random_miou"])
-            record = t.record_metrics(ctx, k, state, metrics, extra)
-            tracked.log_trained(ctx, k, record)
-            logger.info("round %d: %.2f%% of pixels labelled, val mIoU %.4f", k,
-                        100 * state.queried_pixels / ctx.pool.total_pixels, metrics.miou)
-            if k == ac.rounds:
-                break
-            if ac.annotator == "human" and human.pending_exists(ctx, k + 1):
-                logger.info("round %d is exported and waits for labels", k + 1)
-                return _wait(ctx, k + 1, None, ac.strategy, logger, pipeline, tracked)
-            started = time.perf_counter()
-            shards = [run.submit(t.score_shard, cfg=cfg, n=k + 1, start=a, stop=b)
-                      for a, b in loop.scan_shards(ctx)]
-            selection, scores, seconds = t.select(ctx, state, k + 1,
-                                                  [f.result() for f in shards], started)
-            logger.info("round %d: scored the pool (%d shard(s), %s runner) in %.1f s, "
-                        "selected %s", k + 1, len(shards), run.kind, seconds,
-                        selection.to_dict())
-            if not selection.units:
-                logger.info("the pool is fully labelled: stopping after round %d", k)
-                break
-            preview = t.preview_selection(ctx, k + 1, selection)
-            if ac.annotator == "human":
-                return _wait(ctx, k + 1, selection, ac.strategy, logger, pipeline, tracked)
-            labels = t.simulate_labels(ctx, selection)
-            t.commit_labels(ctx, k + 1, selection, labels, ac.strategy, ac.annotator,
-                            scores)
-            tracked.log_committed(ctx, k + 1, preview)
-            new_rounds += 1
-            if ac.rounds_per_run is not None and new_rounds >= ac.rounds_per_run:
-                logger.info("committed %d new round(s) (active.rounds_per_run): the next "
-                            "run trains on them and goes on", new_rounds)
-                break
-        update_progress_artifact(progress, 100.0)
-        # 4. Report: rounds table, summary, curve.
-        return _publish(ctx, "complete", tracked)
+        try:
+            return _rounds(ctx, run, tracked, logger, pipeline)
+        except BaseException:
+            tracked.failed()  # the MLflow run shows FAILED; a rerun continues it (RUNNING)
+            raise
+
+
+def _rounds(ctx: loop.ALContext, run, tracked: LoopRun, logger,  # type: ignore[no-untyped-def]
+            pipeline: str | None) -> ALResult:
+    """Rounds from the last committed one on: steps 2-4 of the flow."""
+    cfg, ac = ctx.cfg, ctx.cfg.active
+    committed = [r.number for r in loop.committed_rounds(ctx)]
+    logger.info("pool: %d images at %s, level %s, strategy %s; committed rounds: %s",
+                len(ctx.pool), ctx.pool.arrays.hw, ac.level, ac.strategy, committed or "none")
+    progress = create_progress_artifact(
+        progress=0.0, key="active-learning-progress",
+        description="label rounds done (of active.rounds + 1)")
+    # 2. Round 0: the initial set (random, or TypiClust on image thumbnails).
+    if not committed:
+        first = ac.initial_strategy
+        if ac.annotator == "human" and human.pending_exists(ctx, 0):
+            return _wait(ctx, 0, None, first, logger, pipeline, tracked)
+        selection, scores0 = t.initial_selection(ctx)
+        preview = t.preview_selection(ctx, 0, selection)
+        if ac.annotator == "human":
+            return _wait(ctx, 0, selection, first, logger, pipeline, tracked)
+        labels = t.simulate_labels(ctx, selection)
+        t.commit_labels(ctx, 0, selection, labels, first, ac.annotator, scores0)
+        tracked.log_committed(ctx, 0, preview)
+        committed = [0]
+    # 3. Per round: train on rounds 0..k, evaluate, score, select, label, commit round k+1.
+    # Training, evaluation and scoring (by shard) run on the runner.
+    new_rounds = 0
+    for k in range(max(committed), ac.rounds + 1):
+        update_progress_artifact(progress, 100.0 * k / (ac.rounds + 1))
+        state = t.label_state(ctx, k)
+        trained = run.call(t.train, cfg=cfg, k=k)
+        compare = k == ac.rounds and ac.compare_random and ac.annotator != "human"
+        metrics, *baseline = run.call_all(
+            [(t.evaluate, {"cfg": cfg, "k": k})]
+            + ([(t.random_baseline, {"cfg": cfg, "k": k})] if compare else []))
+        extra = {"train_seconds": trained.seconds}
+        if baseline:
+            extra.update(baseline[0])
+            logger.info("random selection at the same budget: val mIoU %.4f",
+                        extra["random_miou"])
+        record = t.record_metrics(ctx, k, state, metrics, extra)
+        tracked.log_trained(ctx, k, record)
+        logger.info("round %d: %.2f%% of pixels labelled, val mIoU %.4f", k,
+                    100 * state.queried_pixels / ctx.pool.total_pixels, metrics.miou)
+        if k == ac.rounds:
+            break
+        if ac.annotator == "human" and human.pending_exists(ctx, k + 1):
+            logger.info("round %d is exported and waits for labels", k + 1)
+            return _wait(ctx, k + 1, None, ac.strategy, logger, pipeline, tracked)
+        started = time.perf_counter()
+        shards = [run.submit(t.score_shard, cfg=cfg, n=k + 1, start=a, stop=b)
+                  for a, b in loop.scan_shards(ctx)]
+        selection, scores, seconds = t.select(ctx, state, k + 1,
+                                              [f.result() for f in shards], started)
+        logger.info("round %d: scored the pool (%d shard(s), %s runner) in %.1f s, "
+                    "selected %s", k + 1, len(shards), run.kind, seconds,
+                    selection.to_dict())
+        if not selection.units:
+            logger.info("the pool is fully labelled: stopping after round %d", k)
+            break
+        preview = t.preview_selection(ctx, k + 1, selection)
+        if ac.annotator == "human":
+            return _wait(ctx, k + 1, selection, ac.strategy, logger, pipeline, tracked)
+        labels = t.simulate_labels(ctx, selection)
+        t.commit_labels(ctx, k + 1, selection, labels, ac.strategy, ac.annotator,
+                        scores)
+        tracked.log_committed(ctx, k + 1, preview)
+        new_rounds += 1
+        if ac.rounds_per_run is not None and new_rounds >= ac.rounds_per_run:
+            logger.info("committed %d new round(s) (active.rounds_per_run): the next "
+                        "run trains on them and goes on", new_rounds)
+            break
+    update_progress_artifact(progress, 100.0)
+    # 4. Report: rounds table, summary, curve.
+    return _publish(ctx, "complete", tracked)
 
 
 def _wait(ctx: loop.ALContext, n: int, selection, strategy: str, logger,  # type: ignore[no-untyped-def]
@@ -160,9 +173,13 @@ def _publish(ctx: loop.ALContext, status: str, tracked: LoopRun) -> ALResult:
     if rows:
         create_table_artifact(key="active-learning-rounds", table=rows,
                               description="every round: labelled share, mIoU, per-class IoU")
+    links = {"MLflow run": tracked.run.url()}
+    if ctx.cfg.tracking.fiftyone:
+        dataset, links["FiftyOne dataset"] = t.fiftyone_export(ctx)
+        tracked.run.set_tags({"segloop.fiftyone_dataset": dataset,
+                              "segloop.fiftyone_url": links["FiftyOne dataset"]})
     tracked.log_reports(paths)
     tracked.finish(status)
-    links = {"MLflow run": tracked.run.url()}
     create_markdown_artifact(key="active-learning-summary",
                              markdown=report.markdown_summary(rows, title, paths["plot"], links))
     return ALResult(status=status, rounds=rows, reports={k: str(v) for k, v in paths.items()},

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from segloop.active import baseline, loop, pool, previews, report
@@ -113,6 +113,24 @@ def commit_labels(ctx: loop.ALContext, n: int, selection: Selection,
     if info.created:  # a trigger may start work on a new round (prefect.yaml)
         emit_label_round(ctx.ws.root, n, info.tag, info.commit, annotator)
     return info
+
+
+@task(name="fiftyone-export", cache_policy=NO_CACHE)
+def fiftyone_export(ctx: loop.ALContext) -> tuple[str, str]:
+    """The workspace's FiftyOne dataset updated (``tracking.fiftyone``): its name and the
+    App's URL of it. The database this started is stopped again."""
+    from segloop.tracking.fiftyone_app import dataset_url
+    from segloop.tracking.fiftyone_db import stop_database
+    from segloop.tracking.fiftyone_workspace import export_workspace
+
+    try:
+        done = export_workspace(ctx)
+    finally:
+        stop_database()
+    written = ", ".join(f"{k} {v}" for k, v in done.changed.items() if v) or "nothing"
+    get_run_logger().info("FiftyOne dataset %s: %d samples (%d added) in %.1f s; written: %s",
+                          done.dataset, done.samples, done.added, done.seconds, written)
+    return done.dataset, dataset_url(ctx.cfg, done.dataset)
 
 
 @task(name="preview-selection", cache_policy=NO_CACHE)

@@ -96,3 +96,24 @@ def interrupted_loop(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
         monkeypatch.setattr(loop, "commit_labels", real)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def working_mongod() -> Path:
+    """A ``mongod`` that runs here for FiftyOne (FiftyOne's, else segloop's, installed as
+    `segloop fiftyone install-db` does where none runs); skips, naming why, where FiftyOne
+    or its database cannot run."""
+    from segloop.tracking import fiftyone_setup as fsetup
+
+    try:
+        fsetup.import_fiftyone()
+    except Exception as exc:  # noqa: BLE001 - any import failure: say it and skip
+        pytest.skip(f"FiftyOne is not installed (segloop[fiftyone]): {exc}")
+    os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+    try:
+        return fsetup.find_mongod()[0]
+    except fsetup.FiftyOneDBError:
+        try:
+            return fsetup.install_mongod()
+        except fsetup.FiftyOneDBError as exc:
+            pytest.skip(f"FiftyOne's database cannot start here: {exc}")

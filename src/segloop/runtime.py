@@ -18,9 +18,12 @@ OFFLINE_DEFAULTS: dict[str, str] = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
     "PREFECT_CLI_PROMPT": "false",
-    # DVC and the Hugging Face hub: never phone home.
+    # DVC, the Hugging Face hub, MLflow and FiftyOne: never phone home (MLflow's telemetry
+    # otherwise runs a background thread that posts usage records from every process).
     "DVC_NO_ANALYTICS": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "FIFTYONE_DO_NOT_TRACK": "true",
 }
 
 

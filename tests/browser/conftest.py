@@ -49,6 +49,11 @@ CONSOLE_NOISE: dict[str, re.Pattern[str]] = {
     # app (`mlflow ui`, no --app-name basic-auth) has no such route and answers 404.
     "MLflow UI user query without auth": re.compile(
         r"/ajax-api/2\.0/mlflow/users/current - Failed to load resource: .* 404"),
+    # The FiftyOne App's page links two Google Fonts stylesheets; offline (as here) their host
+    # does not resolve and the App falls back to local fonts (nothing else is fetched).
+    "FiftyOne App's Google Fonts, offline": re.compile(
+        r"^https://fonts\.googleapis\.com/css2\?family=[^ ]+ - Failed to load resource: "
+        r"net::ERR_(NAME_NOT_RESOLVED|INTERNET_DISCONNECTED|NETWORK_ACCESS_DENIED)"),
     # Chromium reports a ResizeObserver callback that resized what it observes (charts
     # relaying out when a filter hides their neighbours) as an error; the spec defers the
     # notifications to the next frame, nothing is lost (a known benign message).

@@ -32,6 +32,7 @@ def _config(tmp_path: Path, root: Path, **pseudo: Any) -> Config:
                         "usam": {"hidden": 32, "epochs": 2, "batch_size": 4}, **pseudo},
         "train": {"model": "unet", "width": 4, "depth": 2, "steps": 2, "batch_size": 2},
         "active": {"image_size": [24, 32], "rounds": 0, "initial_fraction": 0.2},
+        "tracking": {"mlflow": True},  # also checks the flows' MLflow runs (segloop[mlflow])
     })
 
 
@@ -138,4 +139,17 @@ def test_usam_chain_makes_a_versioned_seed_round_the_loop_can_train_on(
     assert record["pseudolabels"] == "usam round 000"
     assert record["pseudo_labelled_images"] == 10
     assert record["labelled_images"] == 2  # the human (simulated) labels, counted apart
+
+    # MLflow: one run per pseudo-label round, named by it, with its summary and settings
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{ws / 'work/mlflow/mlflow.db'}")
+    runs = {r.info.run_name: r for r in client.search_runs(
+        [client.get_experiment_by_name("segloop-pseudolabel").experiment_id])}
+    assert {"pseudolabel (usam/round_000)", "pseudolabel (sam_clip/round_000)"} <= set(runs)
+    usam = runs["pseudolabel (usam/round_000)"]
+    assert usam.info.status == "FINISHED"
+    assert usam.data.metrics["images"] == 10
+    assert usam.data.params["pseudolabel.method"] == "usam"
+    assert client.get_experiment_by_name("segloop-synthesize") is not None
     assert result.status == "complete"

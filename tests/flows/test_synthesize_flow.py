@@ -21,6 +21,7 @@ def _config(tmp_path: Path) -> Config:
         "synth": {"dataset": "toy", "classes": ["forklift", "pallet"],
                   "images_per_class": 3, "batch_size": 2, "chunk_size": 2, "steps": 2,
                   "contact_per_class": 2},
+        "tracking": {"mlflow": True},  # also checks the flow's MLflow run (segloop[mlflow])
     })
 
 
@@ -54,3 +55,14 @@ def test_synthesize_flow_versions_the_dataset_and_reruns_as_a_no_op(
     again = synthesize_flow(config=_config(tmp_path))
     assert again["generated"] == 0 and again["skipped"] == 6 and again["images"] == 6
     assert _git(ws, "rev-parse", "HEAD") == head
+    # MLflow: both runs on this dataset are one MLflow run, holding the latest summary
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{ws / 'work/mlflow/mlflow.db'}")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("segloop-synthesize").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["segloop.commit"] == head
+    assert run.data.metrics["images"] == 6 and run.data.metrics["skipped"] == 6
+    assert run.data.params["synth.images_per_class"] == "3"
+    assert {f.path for f in client.list_artifacts(run.info.run_id, "reports")} == {
+        "reports/summary.json", "reports/contact_sheet.png"}

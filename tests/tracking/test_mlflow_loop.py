@@ -46,18 +46,22 @@ def test_loop_logs_rounds_resumes_the_same_run_and_promotes(
 
     cfg = _config(tmp_path, camvid_root, "a")
     interrupted_loop(cfg)  # killed before round 2's commit, then resumed below
+    client = _client(cfg)
+    (killed,) = client.search_runs(
+        [client.get_experiment_by_name("segloop-active_learning").experiment_id],
+        filter_string="tags.`segloop.flow` = 'active_learning'")
+    assert killed.info.status == "FAILED"  # the kill shows in MLflow
     result = active_learning_flow(config=cfg)
     assert result.status == "complete"
 
     ws = tmp_path / "a/ws"
     assert (ws / "work/mlflow/mlflow.db").is_file()  # the local store lives in the workspace
-    client = _client(cfg)
     exp = client.get_experiment_by_name("segloop-active_learning")
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1  # the resumed flow run continued the same MLflow run
     parent = parents[0]
-    assert parent.info.status == "FINISHED"
+    assert parent.info.run_id == killed.info.run_id and parent.info.status == "FINISHED"
     children = {int(r.data.tags["segloop.round"]): r for r in runs
                 if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert sorted(children) == [0, 1, 2]  # no round logged twice

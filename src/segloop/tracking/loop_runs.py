@@ -149,7 +149,13 @@ class LoopRun:
         self.seconds += time.perf_counter() - began
 
     def failed(self) -> None:
-        self.run.finish("FAILED")
+        """Mark the loop's run FAILED (the flow raised; a rerun sets it RUNNING again). An
+        MLflow error here is logged, not raised: the flow's own error is the one to see."""
+        try:
+            self.run.log_metrics({"tracking_seconds": self.seconds})
+            self.run.finish("FAILED")
+        except Exception as exc:  # noqa: BLE001 - never hide the flow's error
+            log.warning("could not mark MLflow run %s FAILED: %s", self.run.run_id, exc)
 
     def _log_model(self, rid: str, model: Any, example: Any) -> None:
         import mlflow.pytorch

@@ -268,7 +268,8 @@ def log_summary(cfg: Config, flow: str, key: str, summary: Mapping[str, Any],
     Returns the run's URL in the MLflow UI, or None with tracking off."""
     if not cfg.tracking.enabled:
         return None
-    run = start(cfg, flow, key, f"{flow} ({Path(key).name})")
+    # named by the output's last two parts: "pseudolabel (usam/round_000)"
+    run = start(cfg, flow, key, f"{flow} ({'/'.join(Path(key).parts[-2:])})")
     dumped = cfg.to_dict()
     run.log_params(flatten({s: dumped[s] for s in ("base", *sections)}))
     run.log_metrics(numeric(summary))
