@@ -311,6 +311,12 @@ def test_export_workspace(database: fdb.Database, camvid_root: Path, tmp_path: P
         assert (summary.samples, summary.added) == (10, 10)
         ds = fo.load_dataset(name)
         assert ds.default_mask_targets == dict(enumerate(ctx.classes.names))
+        scheme = ds.app_config.color_scheme  # masks coloured by class, segloop's palette
+        assert scheme.color_by == "value"
+        assert [c["intTarget"] for c in scheme.default_mask_targets_colors] == list(
+            range(len(ctx.classes.names)))
+        r, g, b = ctx.classes.colors[0].tolist()
+        assert scheme.default_mask_targets_colors[0]["color"] == f"#{r:02x}{g:02x}{b:02x}"
         assert ds.count_sample_tags() == {"selected_r000": 2, "selected_r001": 2}
         assert ds.count("ground_truth") == 10 and ds.count("prediction") == 10
         assert ds.count("labels_r000") == 2 and ds.count("labels_r001") == 2

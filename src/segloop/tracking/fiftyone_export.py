@@ -137,6 +137,7 @@ def export_dataset(
     embeddings_field: str = EMBEDDING_FIELD,
     patches_field: str = PATCHES_FIELD,
     prune: bool = False,
+    colors: Mapping[int, str] | None = None,
 ) -> ExportSummary:
     """Create or update the persistent FiftyOne dataset ``name`` (FiftyOne's database must be
     usable: :func:`segloop.tracking.fiftyone_db.ensure_database`).
@@ -150,7 +151,9 @@ def export_dataset(
     ``scores``: round -> {image id -> score} (``score_rNNN``; NaN: none). ``selected``:
     round -> image ids (tag ``selected_rNNN``). ``embeddings``: image id -> (D,) vector
     (``embeddings_field``). ``mask_patches``: image id -> its SAM masks (``patches_field``).
-    Every id must be one of ``images`` (else :class:`DataError`). Returns what changed."""
+    ``colors``: class id -> ``"#rrggbb"``: the App colours every mask by class with them
+    (else FiftyOne's one colour per field). Every id must be one of ``images`` (else
+    :class:`DataError`). Returns what changed."""
     from segloop.tracking.fiftyone_setup import import_fiftyone
 
     fo = import_fiftyone()
@@ -168,6 +171,8 @@ def export_dataset(
         ids = dict(zip(ds.values(KEY_FIELD), ds.values("id"), strict=True))
         if ds.default_mask_targets != targets:
             ds.default_mask_targets = targets
+        if colors is not None:
+            _set_class_colors(fo, ds, colors)
         changed: dict[str, int] = {}
         for fname, by_id in masks.items():
             paths = {iid: _mask_file(mask_dir, fname, iid, m) for iid, m in by_id.items()}
@@ -195,6 +200,19 @@ def export_dataset(
 
 
 # ---- the dataset and its samples -------------------------------------------------------
+
+
+def _set_class_colors(fo: Any, ds: Any, colors: Mapping[int, str]) -> None:
+    """The App's colour scheme: masks coloured by class value (``colors``), saved with the
+    dataset; left as it is when it already says so."""
+    wanted = [{"intTarget": int(k), "color": str(v)} for k, v in sorted(colors.items())]
+    scheme = ds.app_config.color_scheme
+    if (scheme is not None and scheme.color_by == "value"
+            and list(scheme.default_mask_targets_colors or []) == wanted):
+        return
+    ds.app_config.color_scheme = fo.ColorScheme(color_by="value", opacity=0.6,
+                                                default_mask_targets_colors=wanted)
+    ds.save()
 
 
 def _open_dataset(fo: Any, name: str) -> fo.Dataset:

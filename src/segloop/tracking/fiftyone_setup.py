@@ -76,6 +76,8 @@ def import_fiftyone() -> ModuleType:
     (a missing field is None, as the stdlib's)."""
     if "fiftyone" in sys.modules and "eta.constants" in sys.modules:
         return sys.modules["fiftyone"]
+    # no usage analytics (nor the App's consent banner), unless the user asked for them
+    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
     with _lenient_metadata():
         import fiftyone
     return fiftyone

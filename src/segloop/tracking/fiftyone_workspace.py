@@ -107,7 +107,16 @@ def export_workspace(cfg_or_ctx: Config | ALContext, dataset_name: str | None = 
     emb, patches = _embeddings(ctx, embeddings, image_ids)
     return export_dataset(
         dataset_name or default_dataset_name(root), images, ctx.classes.names,
-        root / FIFTYONE_DIR / "masks", masks, scores, selected, emb, patches, prune=prune)
+        root / FIFTYONE_DIR / "masks", masks, scores, selected, emb, patches, prune=prune,
+        colors=_class_colors(ctx))
+
+
+def _class_colors(ctx: ALContext) -> dict[int, str]:
+    """Class id -> ``"#rrggbb"`` from the dataset's palette (the colours of segloop's own
+    plots and previews)."""
+    palette = ctx.classes.colors
+    return {i: "#{:02x}{:02x}{:02x}".format(*palette[i].tolist())
+            for i in range(len(ctx.classes.names))}
 
 
 def _as_numpy(x: Any) -> np.ndarray:

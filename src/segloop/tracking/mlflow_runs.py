@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -30,6 +31,8 @@ PARAM_CHARS = 6000
 
 def require_mlflow() -> Any:
     """The ``mlflow`` module, or a :class:`ConfigError` saying how to install it."""
+    # no usage telemetry (a background thread posting from every process), unless asked for
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     try:
         import mlflow
     except ImportError as exc:
