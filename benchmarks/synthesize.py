@@ -31,6 +31,10 @@ Protocol (fixed):
   The split of the flow's overhead over ``batched``: ``writing`` = library / batched - 1
   (PNGs, files, manifest parts), ``orchestration`` = segloop / library - 1 (Prefect: task
   submission and states, logs, the progress artifact, the local server), per round, medians.
+  Less noisy views of orchestration: ``prefect_seconds_between_chunks`` (the flow's
+  generation phase less its chunk tasks' own seconds) and ``cpu_seconds`` (CPU time of
+  this process and of the server process during the library and the flow runs: what the
+  flow spends besides the same generation and writing).
 
 Writes ``benchmarks/results/synthesize.json`` and ``synthesize.png``.
 
@@ -115,6 +119,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     generate_images(pipe, jobs[:1], s)  # warm-up
     reps: dict[str, list[float]] = {"bare_loop": [], "batched": [], "library": [],
                                     "segloop": [], "segloop_wall": []}
+    between: list[float] = []
+    cpu: dict[str, list[dict[str, float]]] = {"library": [], "segloop": []}
     with prefect_test_harness(server_startup_timeout=None):
         for rep in range(args.repeats):
             print(f"[synthesize] round {rep + 1}/{args.repeats}: bare loop, batched, library, "
@@ -131,19 +137,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             reps["batched"].append(n / (time.perf_counter() - t0))
             out = f"{tmp}/library{rep}"
             chunks = steps.plan(cfg, out).chunks
-            t0 = time.perf_counter()
+            c0, t0 = _cpu(), time.perf_counter()
             for chunk in chunks:
                 steps.generate_chunk(cfg, out, chunk, pipe=pipe)
             reps["library"].append(n / (time.perf_counter() - t0))
+            cpu["library"].append(_cpu_since(c0))
             fresh = cfg.model_copy(update={"synth": cfg.synth.model_copy(
                 update={"dataset": f"bench{rep}"})})
-            t0 = time.perf_counter()
+            c0, t0 = _cpu(), time.perf_counter()
             summary = synthesize_flow(config=fresh)
             wall = time.perf_counter() - t0
+            cpu["segloop"].append(_cpu_since(c0))
             if summary["generated"] != n:
                 raise SystemExit(f"the flow generated {summary['generated']} images, not {n}")
             reps["segloop"].append(n / summary["seconds"])
             reps["segloop_wall"].append(n / wall)
+            # the generation phase less the chunk tasks' own work: Prefect between them
+            between.append(summary["seconds"] - sum(c["seconds"] for c in summary["chunks"]))
             print("  " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in reps.items()) + " images/s",
                   flush=True)
     per_round = {
@@ -156,8 +166,31 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "flow_overhead_per_round": [round(o, 4) for o in per_round["flow"]],
             "overhead_split_per_round": {k: [round(o, 4) for o in v]
                                          for k, v in per_round.items() if k != "flow"},
+            "prefect_seconds_between_chunks": [round(x, 3) for x in between],
+            "cpu_seconds": cpu,
             "load_seconds": round(load_seconds, 2), "images": n, "chunks": len(chunks),
             "torch_threads": torch.get_num_threads()}
+
+
+def _cpu() -> tuple[float, float]:
+    """CPU seconds (user + system) so far: this process, and its children (Prefect's local
+    server of the test harness)."""
+    import psutil  # a dependency of DVC's
+
+    me = psutil.Process()
+    own = sum(me.cpu_times()[:2])
+    kids = 0.0
+    for child in me.children(recursive=True):
+        try:
+            kids += sum(child.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return own, kids
+
+
+def _cpu_since(start: tuple[float, float]) -> dict[str, float]:
+    own, kids = _cpu()
+    return {"process": round(own - start[0], 2), "server": round(kids - start[1], 2)}
 
 
 def summarize(data: dict[str, Any]) -> dict[str, Any]:
