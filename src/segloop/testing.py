@@ -147,3 +147,43 @@ def served(cmd: list[str], health: str, log_path: Path, env: dict[str, str] | No
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def tiny_loop_config(tmp: str | Path, camvid_root: str | Path, **sections: dict[str, Any]
+                     ) -> Any:
+    """A small active-learning :class:`~segloop.config.Config` for tests: the generated
+    CamVid at ``camvid_root`` at 24x32, a 4-wide 2-level U-Net trained 2 steps, 20% of the
+    pool per round by entropy; workspace, DVC remote and reports under ``tmp``. Each of
+    ``sections`` (``active={"rounds": 1}``, ``tracking={...}``) updates that section."""
+    from segloop.config import parse_config
+
+    tmp = Path(tmp)
+    raw: dict[str, dict[str, Any]] = {
+        "base": {"seed": 1, "paths": {"workspace": str(tmp / "ws"),
+                                      "dvc_remote": str(tmp / "remote"),
+                                      "reports": str(tmp / "reports")}},
+        "data": {"root": str(camvid_root)},
+        "train": {"model": "unet", "width": 4, "depth": 2, "steps": 2, "batch_size": 2},
+        "active": {"image_size": [24, 32], "initial_fraction": 0.2, "budget_per_round": 0.2,
+                   "strategy": "entropy"}}
+    for name, values in sections.items():
+        raw[name] = {**raw.get(name, {}), **values}
+    return parse_config(raw)
+
+
+def two_label_rounds(cfg: Any) -> Any:
+    """Label rounds 0 and 1 of ``cfg``'s loop committed through the library's steps (the
+    initial pick, a model trained on round 0 scoring the pool, simulated labels); returns
+    the loop's :class:`~segloop.active.loop.ALContext`."""
+    from segloop.active import loop
+
+    ctx = loop.prepare(cfg)
+    sel, scores = loop.initial_selection(ctx)
+    loop.commit_labels(ctx, 0, sel, loop.simulate_labels(ctx, sel),
+                       cfg.active.initial_strategy, "simulated", scores=scores)
+    state = loop.label_state(ctx, 0)
+    model, _ = loop.train_after(ctx, 0, state, progress=False)
+    sel, scores, _ = loop.score_and_select(ctx, model, state, 1, progress=False)
+    loop.commit_labels(ctx, 1, sel, loop.simulate_labels(ctx, sel), cfg.active.strategy,
+                       "simulated", scores=scores)
+    return ctx

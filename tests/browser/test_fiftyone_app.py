@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from segloop.testing import free_port, served
+from segloop.testing import free_port, served, tiny_loop_config, two_label_rounds
 from segloop.tracking import fiftyone_db as fdb
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]  # a first run installs Chromium
@@ -28,31 +28,15 @@ def fiftyone_app(working_mongod: Path, camvid_root: Path, tmp_path: Path
                  ) -> Iterator[dict[str, Any]]:
     """The App serving a 2-round workspace's dataset; yields the dataset's URL and name, the
     export's summary and one sample picked in round 1 (id, file name)."""
-    from segloop.active import loop
-    from segloop.config import dump_config, parse_config
+    from segloop.config import dump_config
     from segloop.tracking.fiftyone_app import dataset_url
     from segloop.tracking.fiftyone_workspace import export_workspace
 
     os.environ.pop(fdb.URI_ENV, None)
     port = free_port()
-    cfg = parse_config({
-        "base": {"seed": 1, "paths": {"workspace": str(tmp_path / "ws"),
-                                      "dvc_remote": str(tmp_path / "remote"),
-                                      "reports": str(tmp_path / "reports")}},
-        "data": {"root": str(camvid_root)},
-        "train": {"model": "unet", "width": 4, "depth": 2, "steps": 2, "batch_size": 2},
-        "active": {"image_size": [24, 32], "initial_fraction": 0.2, "budget_per_round": 0.2,
-                   "strategy": "entropy"},
-        "tracking": {"fiftyone_url": f"http://127.0.0.1:{port}"}})
-    ctx = loop.prepare(cfg)
-    sel, scores = loop.initial_selection(ctx)
-    loop.commit_labels(ctx, 0, sel, loop.simulate_labels(ctx, sel),
-                       cfg.active.initial_strategy, "simulated", scores=scores)
-    state = loop.label_state(ctx, 0)
-    model, _ = loop.train_after(ctx, 0, state, progress=False)
-    sel, scores, _ = loop.score_and_select(ctx, model, state, 1, progress=False)
-    loop.commit_labels(ctx, 1, sel, loop.simulate_labels(ctx, sel), cfg.active.strategy,
-                       "simulated", scores=scores)
+    cfg = tiny_loop_config(tmp_path, camvid_root,
+                           tracking={"fiftyone_url": f"http://127.0.0.1:{port}"})
+    ctx = two_label_rounds(cfg)
     try:
         summary = export_workspace(ctx)
         import fiftyone as fo

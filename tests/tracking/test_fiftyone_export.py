@@ -281,27 +281,11 @@ def test_export_workspace(database: fdb.Database, camvid_root: Path, tmp_path: P
     """Two simulated rounds through the loop's library steps, then the workspace export."""
     import fiftyone as fo
 
-    from segloop.active import loop
-    from segloop.config import parse_config
+    from segloop.testing import tiny_loop_config, two_label_rounds
     from segloop.tracking.fiftyone_workspace import export_workspace
 
-    cfg = parse_config({
-        "base": {"seed": 1, "paths": {"workspace": str(tmp_path / "ws"),
-                                      "dvc_remote": str(tmp_path / "remote"),
-                                      "reports": str(tmp_path / "reports")}},
-        "data": {"root": str(camvid_root)},
-        "train": {"model": "unet", "width": 4, "depth": 2, "steps": 2, "batch_size": 2},
-        "active": {"image_size": [24, 32], "initial_fraction": 0.2, "budget_per_round": 0.2,
-                   "strategy": "entropy"}})
-    ctx = loop.prepare(cfg)
-    sel, scores = loop.initial_selection(ctx)
-    loop.commit_labels(ctx, 0, sel, loop.simulate_labels(ctx, sel),
-                       cfg.active.initial_strategy, "simulated", scores=scores)
-    state = loop.label_state(ctx, 0)
-    model, _ = loop.train_after(ctx, 0, state, progress=False)
-    sel, scores, _ = loop.score_and_select(ctx, model, state, 1, progress=False)
-    loop.commit_labels(ctx, 1, sel, loop.simulate_labels(ctx, sel), cfg.active.strategy,
-                       "simulated", scores=scores)
+    cfg = tiny_loop_config(tmp_path, camvid_root)
+    ctx = two_label_rounds(cfg)
     ids = list(ctx.pool.arrays.image_ids)
     _embed_output(ctx.ws.root / "data/embeddings/camvid", ids, (24, 32))
 

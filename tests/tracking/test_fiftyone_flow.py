@@ -29,19 +29,12 @@ def test_flow_exports_the_workspace_and_links_it(
     from prefect.artifacts import Artifact
 
     from segloop.flows.active_learning import active_learning_flow
+    from segloop.testing import tiny_loop_config
     from segloop.tracking.fiftyone_app import dataset_url, workspace_dataset
     from segloop.tracking.mlflow_runs import tracking_uri
 
-    cfg = parse_config({
-        "base": {"seed": 1, "paths": {"workspace": str(tmp_path / "ws"),
-                                      "dvc_remote": str(tmp_path / "remote"),
-                                      "reports": str(tmp_path / "reports")}},
-        "data": {"root": str(camvid_root)},
-        "train": {"model": "unet", "width": 4, "depth": 2, "steps": 2, "batch_size": 2},
-        "active": {"image_size": [24, 32], "rounds": 1, "initial_fraction": 0.2,
-                   "budget_per_round": 0.2, "strategy": "entropy"},
-        "tracking": {"mlflow": True, "fiftyone": True,
-                     "fiftyone_url": "http://127.0.0.1:5199"}})
+    cfg = tiny_loop_config(tmp_path, camvid_root, active={"rounds": 1}, tracking={
+        "mlflow": True, "fiftyone": True, "fiftyone_url": "http://127.0.0.1:5199"})
     result = active_learning_flow(config=cfg)
     assert result.status == "complete"
     assert fdb.active_database() is None  # the flow stopped the database it started
