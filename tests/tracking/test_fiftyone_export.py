@@ -306,6 +306,7 @@ def test_export_workspace(database: fdb.Database, camvid_root: Path, tmp_path: P
         assert ds.count("labels_r000") == 2 and ds.count("labels_r001") == 2
         assert ds.count("score_r000") == 10 and ds.count("score_r001") == 8  # unlabelled
         assert set(ds.values("image_id")) == set(ids)
+        assert set(ds.values("metadata.height")) == {24}  # read from the pool's images
         sample = ds.match_tags("selected_r001").first()
         assert sample.labels_r001.mask_path == str(
             ctx.round_dir(1) / "labels" / f"{sample.image_id}.png")

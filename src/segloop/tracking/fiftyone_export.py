@@ -168,6 +168,8 @@ def export_dataset(
     with FileLock(str(mask_dir / ".export.lock")):
         ds = _open_dataset(fo, name)
         added, removed = _sync_samples(fo, ds, images, prune)
+        if added:  # image size, type and bytes, shown by the App (read once per sample)
+            ds.compute_metadata(num_workers=1, warn_failures=True, progress=False)
         ids = dict(zip(ds.values(KEY_FIELD), ds.values("id"), strict=True))
         if ds.default_mask_targets != targets:
             ds.default_mask_targets = targets
