@@ -127,9 +127,8 @@ def fiftyone_export(ctx: loop.ALContext) -> tuple[str, str]:
         done = export_workspace(ctx)
     finally:
         stop_database()
-    written = ", ".join(f"{k} {v}" for k, v in done.changed.items() if v) or "nothing"
     get_run_logger().info("FiftyOne dataset %s: %d samples (%d added) in %.1f s; written: %s",
-                          done.dataset, done.samples, done.added, done.seconds, written)
+                          done.dataset, done.samples, done.added, done.seconds, done.written())
     return done.dataset, dataset_url(ctx.cfg, done.dataset)
 
 

@@ -95,10 +95,9 @@ def _fiftyone_export(cfg: Config, name: str | None, predict: bool) -> int:
     from segloop.tracking.fiftyone_workspace import export_workspace
 
     done = export_workspace(cfg, name, predict=predict)
-    written = ", ".join(f"{k} {v}" for k, v in done.changed.items() if v) or "nothing changed"
     print(f"FiftyOne dataset {done.dataset}: {done.samples} samples ({done.added} added, "
           f"{done.removed} removed) in {done.seconds:.1f} s; samples written per field: "
-          f"{written}")
+          f"{done.written()}")
     return 0
 
 

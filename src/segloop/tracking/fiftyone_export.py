@@ -122,6 +122,10 @@ class ExportSummary:
     changed: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
+    def written(self) -> str:
+        """``"field n, ..."`` for the fields it wrote, or ``"nothing changed"``."""
+        return ", ".join(f"{k} {v}" for k, v in self.changed.items() if v) or "nothing changed"
+
 
 def export_dataset(
     name: str,
