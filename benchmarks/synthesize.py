@@ -38,9 +38,10 @@ Protocol (fixed):
 
 Writes ``benchmarks/results/synthesize.json`` and ``synthesize.png``.
 
-    python benchmarks/synthesize.py            # ~35 min on 2 cores (5 rounds)
+    python benchmarks/synthesize.py            # ~42 min on 2 cores (5 rounds)
     python benchmarks/synthesize.py --quick    # tiny pipeline: checks the script only
-    python benchmarks/synthesize.py --table
+    python benchmarks/synthesize.py --table    # the README table, from the JSON
+    python benchmarks/synthesize.py --replot   # redraw the plot from the JSON
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="interleaved rounds (medians)")
     p.add_argument("--quick", action="store_true", help="tiny pipeline, separate JSON")
     p.add_argument("--table", action="store_true", help="print the README table and exit")
+    p.add_argument("--replot", action="store_true",
+                   help="redraw the plot from the results JSON and exit")
     return p.parse_args(argv)
 
 
@@ -217,6 +220,8 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def plot(data: dict[str, Any], path: Path) -> None:
+    """Left: images/s per run (medians). Right: the flow's overhead over batched generation
+    per round, split into writing (library vs batched) and Prefect (flow vs library)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,7 +229,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
 
     ips = data["images_per_second"]
     names = ["bare_loop", "batched", "library", "segloop", "segloop_wall"]
-    fig, ax = plt.subplots(figsize=(7.5, 4))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.2), width_ratios=[1.2, 1])
     ax.bar(names, [ips[k] for k in names],
            color=["#999999", "#4c72b0", "#55a868", "#dd8452", "#f4a582"])
     for i, k in enumerate(names):
@@ -234,8 +239,29 @@ def plot(data: dict[str, Any], path: Path) -> None:
     p = data["protocol"]
     ax.set_title(f"{p['model']}, {p['size']}px, {p['steps']} steps, batch {p['batch']}, "
                  f"{p['images']} images, 2 CPU cores", fontsize=9)
-    ax.set_ylabel("images per second (higher is better)")
+    ax.set_ylabel("images/s, median of rounds (higher is better)")
+    ax.set_ylim(0, 1.2 * max(ips[k] for k in names))
+    ax.tick_params(axis="x", labelsize=8)
     ax.legend(fontsize=8)
+    series = {"flow vs batched": data["flow_overhead_per_round"],
+              "writing (library vs batched)": data["overhead_split_per_round"]["writing"],
+              "Prefect (flow vs library)": data["overhead_split_per_round"]["orchestration"]}
+    rounds = range(1, len(data["flow_overhead_per_round"]) + 1)
+    width = 0.8 / len(series)
+    for j, ((label, values), colour) in enumerate(
+            zip(series.items(), ["#dd8452", "#55a868", "#8172b3"], strict=True)):
+        bx.bar([r + (j - 1) * width for r in rounds], [100 * v for v in values], width,
+               label=label, color=colour)
+    bx.axhline(100 * TARGET_OVERHEAD, ls="--", c="k", lw=1,
+               label=f"target: flow adds <= {TARGET_OVERHEAD:.0%}")
+    bx.axhline(0, c="k", lw=0.5)
+    median = 100 * data["ratios"]["flow_overhead"]
+    bx.set_title(f"overhead per round (paired); median flow vs batched {median:+.1f}%",
+                 fontsize=9)
+    bx.set_xlabel("round")
+    bx.set_xticks(list(rounds))
+    bx.set_ylabel("% slower (lower is better)")
+    bx.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -261,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     path = RESULTS / ("synthesize_quick.json" if args.quick else "synthesize.json")
     if args.table:
         print(markdown_table(json.loads(path.read_text())))
+        return 0
+    if args.replot:
+        plot(json.loads(path.read_text()), path.with_suffix(".png"))
         return 0
     if args.quick:
         args.images, args.bare_images, args.batch, args.chunk = 4, 2, 2, 2
