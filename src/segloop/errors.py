@@ -36,6 +36,11 @@ class ModelNotFoundError(SegloopError, FileNotFoundError):
     """Model weights are not on this machine: says which model, where it looked, how to get it."""
 
 
+class ModelOutputError(SegloopError):
+    """A model gave unusable output for an input (NaN or infinite values): names the input,
+    the model and what to try."""
+
+
 class BusyError(SegloopError):
     """Another run holds the output (or workspace) this run would write: it names that run."""
 

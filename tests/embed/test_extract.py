@@ -162,6 +162,40 @@ def test_compiled_mode_matches_eager(tiny_sam: LoadedSam, images: list[np.ndarra
     assert (res.masks != eager.masks).mean() < 1e-3
 
 
+def test_non_finite_compiled_output_falls_back_or_explains(
+    tiny_sam: LoadedSam, images: list[np.ndarray]
+) -> None:
+    """A compiled module that gives NaN where eager SAM does not (a stale kernel cache):
+    eager from then on with embed.compile: auto, a ConfigError that says how to fix it
+    otherwise. Checked on each part's first compiled call."""
+    from segloop.errors import ConfigError
+
+    sam = tiny_sam.model
+
+    def nan_encoder(x: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(sam.image_encoder(x), float("nan"))
+
+    def nan_decoder(**kw: object) -> tuple[torch.Tensor, torch.Tensor]:
+        low_res, iou = sam.mask_decoder(**kw)
+        return low_res, iou * float("nan")
+
+    eager = MaskEmbedder(tiny_sam)([images[0]])[0]
+    for part, broken in (("_encoder", nan_encoder), ("_decoder", nan_decoder)):
+        embedder = MaskEmbedder(tiny_sam, compile=False, compile_fallback=True)
+        embedder.compiled = True  # as if compiled, with broken kernels
+        setattr(embedder, part, broken)
+        with pytest.warns(RuntimeWarning, match="non-finite values where eager SAM gives"):
+            res = embedder([images[0]])[0]
+        assert not embedder.compiled
+        np.testing.assert_array_equal(res.tokens, eager.tokens)  # the same eager modules
+        np.testing.assert_array_equal(res.iou, eager.iou)
+        strict = MaskEmbedder(tiny_sam)
+        strict.compiled = True
+        setattr(strict, part, broken)
+        with pytest.raises(ConfigError, match="TORCHINDUCTOR_CACHE_DIR.*embed.compile: false"):
+            strict([images[0]])
+
+
 def test_failed_compilation_falls_back_or_explains(
     tiny_sam: LoadedSam, images: list[np.ndarray]
 ) -> None:

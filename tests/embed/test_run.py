@@ -15,7 +15,7 @@ from segloop.config import Config, parse_config
 from segloop.data.parquet import read_table, write_table
 from segloop.data.schemas import MANIFEST, MASK_EMBEDDINGS
 from segloop.embed import steps, store
-from segloop.errors import DataError, ModelNotFoundError, StoreError
+from segloop.errors import DataError, ModelNotFoundError, ModelOutputError, StoreError
 
 
 def _raw(root: Path, **embed: object) -> dict:
@@ -78,6 +78,31 @@ def test_corrupt_image_names_the_file_and_writes_nothing(
     assert not (Path(out) / "masks").exists()
     steps.embed_shard(cfg, out, plan.shards[1], progress=False)  # other shards still work
     assert len(_names(out)) == 4
+
+
+def test_non_finite_sam_output_names_the_image_and_writes_nothing(
+    camvid_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from segloop.embed.extract import MaskEmbedder
+    from segloop.models import load_sam
+
+    def last_image_nan(module: object, args: object, out: torch.Tensor) -> torch.Tensor:
+        out = out.clone()
+        out[-1] = float("nan")  # the last image of each encoded batch
+        return out
+
+    loaded = load_sam("tiny", device="cpu", seed=1)  # its own copy: the hook stays on it
+    loaded.model.image_encoder.register_forward_hook(last_image_nan)
+    poisoned = MaskEmbedder(loaded, points_per_side=4)
+    monkeypatch.setattr(steps, "embedder", lambda cfg, compile=False: poisoned)
+    cfg = parse_config(_raw(camvid_root, image_batch_size=4))
+    out = str(tmp_path / "emb")
+    plan = steps.plan(cfg, steps.open_input(cfg, camvid_root), out)
+    with pytest.raises(ModelOutputError, match=r"non-finite tokens.*'train_003.png'"):
+        steps.embed_shard(cfg, out, plan.shards[0], progress=False)
+    assert not (Path(out) / "masks").exists()
 
 
 def test_missing_checkpoint_fails_before_anything_is_written(

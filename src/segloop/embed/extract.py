@@ -111,6 +111,15 @@ def capture_tokens(sam: Sam) -> Iterator[TokenCapture]:
         handle.remove()
 
 
+def _finite(out: object) -> bool:
+    """Whether every tensor in ``out`` (a tensor, or a tuple / list of them) is finite."""
+    if isinstance(out, torch.Tensor):
+        return bool(torch.isfinite(out).all())
+    if isinstance(out, tuple | list):
+        return all(_finite(o) for o in out)
+    return True
+
+
 def _compile_failures() -> tuple[type[BaseException], ...]:
     """Exceptions torch.compile raises when it cannot build kernels (no C++ compiler...)."""
     found: list[type[BaseException]] = [torch._dynamo.exc.BackendCompilerFailed]
@@ -153,6 +162,7 @@ class MaskEmbedder:
         self._encoder: torch.nn.Module = self.sam.image_encoder
         self._decoder: torch.nn.Module = self.sam.mask_decoder
         self._capture: TokenCapture | None = None
+        self._checked: set[str] = set()  # parts whose compiled output was checked finite
         if compile:
             # torch.compile traces hooks present at compile time into the graph: keep one
             # registered for this embedder's lifetime instead of one per call.
@@ -185,25 +195,44 @@ class MaskEmbedder:
         return self._run("encoder", torch.cat(batch)), sizes
 
     def _run(self, part: str, *args: object, **kw: object) -> object:
-        """Call the (maybe compiled) encoder or decoder; handle a failed compilation."""
+        """Call the (maybe compiled) encoder or decoder; handle a failed compilation, and a
+        compiled module whose first output is not finite where the eager one is."""
         module = self._encoder if part == "encoder" else self._decoder
         if not self.compiled:
             return module(*args, **kw)
         try:
-            return module(*args, **kw)
+            out = module(*args, **kw)
         except _compile_failures() as err:
             first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-            if not self.compile_fallback:
-                raise ConfigError(
-                    f"embed.compile: torch.compile failed ({first}); on CPU it needs a C++ "
-                    "compiler and Python's headers (apt install g++ python3-dev), or set "
-                    "embed.compile: false") from err
-            warnings.warn(f"torch.compile failed ({first}); running SAM eagerly "
-                          "(embed.compile: auto)", RuntimeWarning, stacklevel=2)
-            self.compiled = False
-            self._encoder, self._decoder = self.sam.image_encoder, self.sam.mask_decoder
-            eager = self._encoder if part == "encoder" else self._decoder
-            return eager(*args, **kw)
+            self._fall_back(f"torch.compile failed ({first})",
+                            "on CPU it needs a C++ compiler and Python's headers (apt install "
+                            "g++ python3-dev)", err)
+            return self._eager(part)(*args, **kw)
+        if part in self._checked:
+            return out
+        self._checked.add(part)
+        if _finite(out):
+            return out
+        eager = self._eager(part)(*args, **kw)
+        if _finite(eager):  # the compiled kernels are wrong, not the model
+            self._fall_back(f"the compiled SAM {part} gave non-finite values where eager SAM "
+                            "gives finite ones",
+                            "a stale or broken kernel cache? Clear torch's inductor cache "
+                            "(TORCHINDUCTOR_CACHE_DIR, by default /tmp/torchinductor_<user>)")
+        return eager  # non-finite too: the model itself; embed_shard names the image
+
+    def _eager(self, part: str) -> torch.nn.Module:
+        return self.sam.image_encoder if part == "encoder" else self.sam.mask_decoder
+
+    def _fall_back(self, what: str, fix: str, err: BaseException | None = None) -> None:
+        """Run eagerly from now on (``compile_fallback``, embed.compile: auto), or raise."""
+        if not self.compile_fallback:
+            raise ConfigError(f"embed.compile: {what}; {fix}, or set embed.compile: false"
+                              ) from err
+        warnings.warn(f"{what}; running SAM eagerly (embed.compile: auto)", RuntimeWarning,
+                      stacklevel=3)
+        self.compiled = False
+        self._encoder, self._decoder = self.sam.image_encoder, self.sam.mask_decoder
 
     @torch.inference_mode()
     def decode(

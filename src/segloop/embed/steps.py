@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from segloop.config import Config
@@ -22,9 +23,9 @@ from segloop.data.images import read_image_bytes
 from segloop.data.manifest_dataset import ManifestDataset
 from segloop.devices import pick_device
 from segloop.embed import store
-from segloop.embed.extract import MaskEmbedder
+from segloop.embed.extract import ImageMasks, MaskEmbedder
 from segloop.embed.tables import EmbeddedImage
-from segloop.errors import ConfigError
+from segloop.errors import ConfigError, ModelOutputError
 from segloop.models.sam import load_sam
 from segloop.versioning import Workspace, lineage, version_path
 
@@ -191,11 +192,25 @@ def embed_shard(cfg: Config, out: str, shard: ShardPlan, progress: bool = True) 
             features, sizes = extractor.encode(images)
             for j, (sample, (image, raw)) in enumerate(zip(batch, loaded, strict=True)):
                 result = extractor.decode(features[j : j + 1], image.shape[:2], sizes[j])
+                _require_finite(result, sample, cfg)
                 writer.add(EmbeddedImage(image_id(raw), sample.name, result, sizes[j]))
                 bar.update(1)
     bar.close()
     return ShardStats(shard.shard, writer.images, writer.rows, writer.bytes_written,
                       time.perf_counter() - start)
+
+
+def _require_finite(result: ImageMasks, sample: Sample, cfg: Config) -> None:
+    """Refuse to write NaN or infinite SAM outputs: they would poison every later step."""
+    bad = [name for name in ("tokens", "iou", "stability", "image_embedding")
+           if (values := getattr(result, name)) is not None and not np.isfinite(values).all()]
+    if bad:
+        raise ModelOutputError(
+            f"SAM ({cfg.models.sam.variant}, {cfg.models.sam.checkpoint or 'no checkpoint'}) "
+            f"gave non-finite {', '.join(bad)} for image {sample.name!r} ({sample.image_url}) "
+            f"at base.dtype {cfg.base.dtype}: nothing of this shard was written. Try "
+            "base.dtype: float32 (float16 can overflow), and check the checkpoint file "
+            "(a re-download if it is damaged).")
 
 
 def summarize(plan_: EmbedPlan, stats: list[ShardStats], seconds: float) -> dict[str, object]:
