@@ -12,7 +12,7 @@ import pytest
 
 from segloop.config import Config, parse_config
 from segloop.data.manifest_dataset import ManifestDataset
-from segloop.errors import ConfigError, StoreError
+from segloop.errors import ConfigError, ModelOutputError, StoreError
 from segloop.synth import steps, store
 
 
@@ -97,6 +97,31 @@ def test_a_retried_chunk_makes_only_what_its_failed_try_left(tmp_path: Path) -> 
     stats = steps.generate_chunk(cfg, out, chunk, pipe=counting, progress=False)  # the retry
     assert counting.images == 1 and stats.accepted + stats.rejected == 1
     assert len(store.done_jobs(out)) == 3
+
+
+def test_non_finite_pixels_stop_the_batch_and_name_the_image(tmp_path: Path) -> None:
+    """A VAE that overflows (NaN pixels) must not turn into black PNGs in the dataset."""
+    import torch
+
+    cfg = _config()
+    out = str(tmp_path / "ds")
+    chunk = steps.plan(cfg, out).chunks[0]  # cat #0..#2, batches of 2
+    pipe = steps.pipeline(cfg).pipe
+
+    def last_image_nan(module: object, args: object, decoded: torch.Tensor) -> torch.Tensor:
+        decoded = decoded.clone()
+        decoded[-1] = float("nan")
+        return decoded
+
+    handle = pipe.vae.decoder.register_forward_hook(last_image_nan)
+    try:
+        with pytest.raises(ModelOutputError, match=r"1 of 2 images.*'cat' #1 \(seed"):
+            steps.generate_chunk(cfg, out, chunk, pipe=pipe, progress=False)
+    finally:
+        handle.remove()
+    assert _files(out) == {} and store.done_jobs(out) == set()
+    stats = steps.generate_chunk(cfg, out, chunk, pipe=pipe, progress=False)  # fixed: goes on
+    assert stats.accepted + stats.rejected == 3
 
 
 def test_kill_between_compaction_and_part_deletion_keeps_rows_once(tmp_path: Path) -> None:

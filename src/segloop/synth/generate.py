@@ -16,6 +16,7 @@ from PIL import Image
 from segloop.data.fs import join
 from segloop.data.ids import image_id
 from segloop.data.images import write_bytes_atomic
+from segloop.errors import ModelOutputError
 from segloop.faults import kill_point
 from segloop.models.clip import ImageTextScorer
 from segloop.synth import store
@@ -63,8 +64,23 @@ def generate_images(pipe: Any, jobs: Sequence[Job], s: GenerationSettings
     start = time.perf_counter()
     out = pipe(**kwargs)
     seconds = time.perf_counter() - start
-    images = np.clip(np.round(np.asarray(out.images) * 255.0), 0, 255).astype(np.uint8)
+    raw = np.asarray(out.images)
+    _require_finite(raw, jobs)
+    images = np.clip(np.round(raw * 255.0), 0, 255).astype(np.uint8)
     return images, seconds
+
+
+def _require_finite(raw: np.ndarray, jobs: Sequence[Job]) -> None:
+    """Refuse NaN or infinite pixels (B, H, W, 3): cast to uint8 they would silently become
+    black or noise images in the dataset."""
+    bad = [job for job, image in zip(jobs, raw, strict=True) if not np.isfinite(image).all()]
+    if bad:
+        first = bad[0]
+        raise ModelOutputError(
+            f"Stable Diffusion gave non-finite pixels for {len(bad)} of {len(jobs)} images "
+            f"of this batch, first {first.label!r} #{first.index} (seed {first.seed}, prompt "
+            f"{first.prompt!r}): nothing of this batch was written. At float16 the VAE can "
+            "overflow: set base.dtype: float32 (or bfloat16 on a GPU that has it).")
 
 
 def encode_png(image: np.ndarray) -> bytes:
