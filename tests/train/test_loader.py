@@ -17,7 +17,7 @@ from segloop.config import TrainConfig, parse_config
 from segloop.data.classes import CAMVID
 from segloop.data.datasets import open_dataset
 from segloop.data.image_maps import ImageMaps
-from segloop.errors import ConfigError
+from segloop.errors import ConfigError, ModelOutputError
 from segloop.testing import write_camvid
 from segloop.train.batches import StepSampler, pick_generator
 from segloop.train.factory import train_settings
@@ -142,6 +142,25 @@ def test_a_failing_step_leaves_no_worker() -> None:
                                                             num_workers=2), IGNORE, CPU,
                     progress=False)
     assert multiprocessing.active_children() == []
+
+
+def test_a_diverging_run_stops_at_its_first_non_finite_loss() -> None:
+    images, labels = _data()
+
+    class Diverges(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner, self.calls = build_model("unet", 2, width=4, depth=1), 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            out = self.inner(x)
+            return out * float("inf") if self.calls >= 3 else out  # overflows at step 3
+
+    with pytest.raises(ModelOutputError, match=r"round 1: the loss is nan at step 3 of 20 "
+                       r"\(learning rate .*\): training diverged\. Lower train\.lr"):
+        train_model(Diverges(), images, labels, TrainSettings(steps=20, batch_size=2), IGNORE,
+                    CPU, progress=False, desc="round 1", semi=None)
 
 
 def test_loader_workers_config_field() -> None:

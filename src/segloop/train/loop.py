@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from segloop.data.image_maps import ImageMaps, labelled_counts
+from segloop.errors import ModelOutputError
 from segloop.train.arrays import augment
 from segloop.train.batches import (
     PoolBatches,
@@ -166,6 +167,12 @@ def train_model(model: nn.Module, images: torch.Tensor, labels: Labels,
                                            f"step {expected}")
                     losses.append(_train_step(model, teacher, opt, batch, gen, settings,
                                               semi, weight, ignore_index, device))
+                    if not math.isfinite(losses[-1]):
+                        raise ModelOutputError(
+                            f"{desc}: the loss is {losses[-1]} at step {expected + 1} of "
+                            f"{settings.steps} (learning rate {sched.get_last_lr()[0]:.3g}): "
+                            f"training diverged. Lower train.lr (now {settings.lr:g}) or "
+                            "check train.class_weights.")
                     sched.step()
                     bar.update(1)
                     if len(losses) % 25 == 0:
