@@ -126,6 +126,17 @@ def test_training_is_deterministic_given_seeds() -> None:
     assert not _same_weights(t1, s1)  # the student is a fresh head (seed + 1)
 
 
+def test_a_diverging_head_stops_with_the_epoch_and_the_fix() -> None:
+    from segloop.errors import ModelOutputError
+
+    bags, targets = _small_data()
+    bags = bags.copy()
+    bags[0, 0, 0] = np.inf  # one overflowing embedding: the MLP's logits turn NaN
+    with pytest.raises(ModelOutputError, match=r"teacher: the loss is nan in epoch 1 of 3: "
+                       r"training diverged\. Lower usam\.lr"):
+        train_teacher(epochs_of(bags, targets, 5, 0), C, SMALL, progress=False, in_dim=16)
+
+
 def test_history_and_teacher_left_alone() -> None:
     bags, targets = _small_data()
     batches = epochs_of(bags, targets, 5, 0)

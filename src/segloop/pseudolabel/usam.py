@@ -10,6 +10,7 @@ are cast to float32 on the training device.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from segloop.errors import ModelOutputError
 from segloop.pseudolabel.mil import bad_set, mask_entropy, mil_loss, student_loss
 
 MASK_EMBEDDING_DIM = 1024
@@ -143,6 +145,11 @@ def _fit(batches: Batches, num_classes: int, settings: USamSettings, device: tor
             raise ValueError(f"{desc}: batches({epoch}) yielded no mini-batches: "
                              "there is nothing to train on")
         row = {k: v / images for k, v in sums.items()}
+        if not math.isfinite(row["loss"]):
+            raise ModelOutputError(
+                f"{desc}: the loss is {row['loss']} in epoch {epoch + 1} of {settings.epochs}: "
+                f"training diverged. Lower usam.lr (now {settings.lr:g}), and check that the "
+                "embed output holds finite mask embeddings.")
         row |= {"bad_fraction": bad / masks if masks else 0.0, "steps": float(steps)}
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.4f}")
