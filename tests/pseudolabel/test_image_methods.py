@@ -13,7 +13,7 @@ from PIL import Image
 
 from segloop.config import Config, parse_config
 from segloop.context import open_workspace
-from segloop.errors import DataError
+from segloop.errors import DataError, ModelOutputError
 from segloop.pseudolabel import finish, image_label, mask_label, plan, store
 from segloop.pseudolabel.label_mapping import ABSTAIN
 from tests.pseudolabel.conftest import image_method_plan
@@ -46,6 +46,32 @@ def test_labels_from_scores_maps_argmax_to_target_ids_and_abstains() -> None:
     assert image_label.labels_from_scores(scores, ids, 0.5).tolist() == [[8, ABSTAIN]]
     with pytest.raises(DataError, match="3 labels"):
         image_label.labels_from_scores(scores, np.array([1, 2, 3]))
+
+
+def test_non_finite_unet_output_stops_the_chunk_naming_the_image(
+    tmp_path: Path, camvid_root: Path
+) -> None:
+    """A float16 UNet that overflows must not become labels (NaN argmax = class 0)."""
+    import torch
+
+    cfg = _config(tmp_path, camvid_root)
+    ws, dataset, p = image_method_plan(cfg, camvid_root)
+    worker = image_label.make_worker(cfg, p, mask_label.target_dataset(cfg, str(camvid_root)))
+    unet = worker.segmenter.model.pipe.unet
+
+    def overflow(module: object, args: object, out: torch.Tensor) -> torch.Tensor:
+        return out * float("inf")
+
+    handle = unet.conv_in.register_forward_hook(overflow)
+    try:
+        with pytest.raises(ModelOutputError, match=r"maskdiffusion, image train_\d+\.png: "
+                           r"Stable Diffusion's UNet gave non-finite features \(dtype float32\)"
+                           r".*base\.dtype: float32.*nothing of chunk 0 was written"):
+            image_label.label_image_chunk(p, 0, worker.segmenter, worker.targets,
+                                          progress=False)
+    finally:
+        handle.remove()
+    assert plan.plan(cfg, ws, dataset).done == set()
 
 
 def test_maskdiffusion_round_resumes_commits_and_is_then_a_no_op(

@@ -45,7 +45,7 @@ from segloop.faults import kill_point
 from segloop.pseudolabel import store
 from segloop.pseudolabel.cam_seeds import grow_seeds, normalise_maps, seeds_from_maps
 from segloop.pseudolabel.clustering import cluster_feature_map
-from segloop.pseudolabel.image_label import ImageTargets
+from segloop.pseudolabel.image_label import ImageTargets, about_image
 from segloop.pseudolabel.label_mapping import ABSTAIN, LabelMapping
 from segloop.pseudolabel.mask_label import ChunkStats, load_target
 from segloop.pseudolabel.plan import (
@@ -179,7 +179,7 @@ def make_worker(cfg: Config, plan: PseudoPlan, dataset: Dataset | None = None
                          ImageTargets.of(dataset))
 
 
-def _features(plan: PseudoPlan, worker: ClusterWorker, ids: list[str]
+def _features(plan: PseudoPlan, worker: ClusterWorker, ids: list[str], k: int
               ) -> list[np.ndarray] | np.ndarray:
     if worker.model is None:
         return read_image_embeddings(plan.paths.target, ids)
@@ -188,7 +188,8 @@ def _features(plan: PseudoPlan, worker: ClusterWorker, ids: list[str]
     for image_id in ids:
         loaded = load_target(worker.targets.dataset, worker.targets.samples,
                              plan.names[image_id], image_id)
-        out.append(worker.model.extract(loaded.image, "", [])[0].numpy())
+        with about_image(plan, image_id, k):
+            out.append(worker.model.extract(loaded.image, "", [])[0].numpy())
     return out
 
 
@@ -197,7 +198,7 @@ def cluster_chunk(plan: PseudoPlan, k: int, worker: ClusterWorker, progress: boo
     """Seed chunk ``k`` and commit it to the staging folder (labels, scores, part)."""
     start = time.perf_counter()
     ids = plan.chunks[k]
-    features_of = _features(plan, worker, ids)
+    features_of = _features(plan, worker, ids, k)
     labels: dict[str, np.ndarray] = {}
     soft: dict[str, np.ndarray] = {}
     for n, image_id in enumerate(tqdm(ids, desc=f"clusters chunk {k}", unit="img",

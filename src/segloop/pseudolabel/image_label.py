@@ -12,7 +12,8 @@ mask methods, so resume and commit work unchanged. Each image's soft per-label m
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 
 from segloop.config import Config
 from segloop.data.base import Dataset, Sample
-from segloop.errors import ConfigError, DataError
+from segloop.errors import ConfigError, DataError, ModelOutputError
 from segloop.faults import kill_point
 from segloop.pseudolabel import store
 from segloop.pseudolabel.label_mapping import ABSTAIN
@@ -123,6 +124,16 @@ def soft_maps(scores: np.ndarray) -> np.ndarray:
     return out
 
 
+@contextmanager
+def about_image(plan: PseudoPlan, image_id: str, k: int) -> Iterator[None]:
+    """Re-raise a :class:`ModelOutputError` with the method, the image and the chunk."""
+    try:
+        yield
+    except ModelOutputError as err:
+        raise ModelOutputError(f"{plan.method}, image {plan.names[image_id]}: {err}; nothing "
+                               f"of chunk {k} was written") from None
+
+
 def label_image_chunk(plan: PseudoPlan, k: int, segmenter: ImageSegmenter,
                       targets: ImageTargets, abstain_below: float | None = None,
                       progress: bool = True) -> ChunkStats:
@@ -134,7 +145,10 @@ def label_image_chunk(plan: PseudoPlan, k: int, segmenter: ImageSegmenter,
     for image_id in tqdm(ids, desc=f"{plan.method} chunk {k}", unit="img",
                          disable=not progress, leave=False):
         loaded = load_target(targets.dataset, targets.samples, plan.names[image_id], image_id)
-        scores = segmenter(loaded.image)
+        with about_image(plan, image_id, k):
+            scores = segmenter(loaded.image)
+            if not np.isfinite(scores).all():
+                raise ModelOutputError("non-finite scores")
         if scores.shape[1:] != loaded.image.shape[:2]:
             raise DataError(f"{plan.method} returned scores of shape {scores.shape} for "
                             f"{plan.names[image_id]} of size {loaded.image.shape[:2]}")

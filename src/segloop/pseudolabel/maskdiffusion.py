@@ -58,7 +58,7 @@ import scipy.linalg
 import torch
 from torch.nn import functional as F
 
-from segloop.errors import ConfigError, DataError
+from segloop.errors import ConfigError, DataError, ModelOutputError
 from segloop.models.attention_capture import (
     PLACES,
     capture_block_outputs,
@@ -329,6 +329,17 @@ def spectral_segments(features: torch.Tensor, k: int, seed: int = 0) -> np.ndarr
     return rank[inverse].reshape(h, w).astype(np.int32)
 
 
+def _require_finite(values: torch.Tensor, what: str, dtype: torch.dtype) -> None:
+    """Refuse NaN or infinite UNet outputs: the prototypes would hide them (a constant score
+    everywhere, so every pixel gets the first class)."""
+    if not bool(torch.isfinite(values).all()):
+        name = str(dtype).removeprefix("torch.")
+        raise ModelOutputError(
+            f"Stable Diffusion's UNet gave non-finite {what} (dtype {name}): "
+            "at float16 it can overflow; set base.dtype: float32 (or bfloat16 on a GPU that "
+            "has it)")
+
+
 def _check_image(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
@@ -431,6 +442,7 @@ class MaskDiffusion:
             outputs = [blocks.latest(i).float() for i in s.feature_blocks]
             size = max((tuple(o.shape[-2:]) for o in outputs), key=lambda hw: hw[0] * hw[1])
             features = torch.cat([resize_maps(o, size) for o in outputs], dim=1)[0]
+            _require_finite(features, "features", unet.dtype)
             if s.normalise_features:
                 features = F.normalize(features, dim=0)
             if store is None:
@@ -442,6 +454,7 @@ class MaskDiffusion:
                 kept = [layer for layer in store.layers if max(layer.size) == coarsest]
             store.layers[:] = kept
             attention = store.mean(size)[0]
+            _require_finite(attention, "cross-attention", unet.dtype)
             names = tuple(dict.fromkeys(layer.name for layer in kept))
         return features.cpu(), attention.cpu(), names
 
