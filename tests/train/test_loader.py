@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -123,43 +124,38 @@ def test_refresh_applies_new_labels_in_the_workers_too() -> None:
     assert all(v > 0 for v in runs[1][3:])
 
 
+class FromCall3(torch.nn.Module):
+    """A small U-Net whose forward calls from the third on go through ``then``."""
+
+    def __init__(self, then: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.inner, self.calls, self.then = build_model("unet", 2, width=4, depth=1), 0, then
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        out = self.inner(x)
+        return self.then(out) if self.calls >= 3 else out
+
+
 def test_a_failing_step_leaves_no_worker() -> None:
     images, labels = _data()
 
-    class Breaks(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner, self.calls = build_model("unet", 2, width=4, depth=1), 0
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            self.calls += 1
-            if self.calls == 3:
-                raise RuntimeError("boom")
-            return self.inner(x)
+    def boom(out: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        train_model(Breaks(), images, labels, TrainSettings(steps=20, batch_size=2,
-                                                            num_workers=2), IGNORE, CPU,
+        train_model(FromCall3(boom), images, labels, TrainSettings(steps=20, batch_size=2,
+                                                                   num_workers=2), IGNORE, CPU,
                     progress=False)
     assert multiprocessing.active_children() == []
 
 
 def test_a_diverging_run_stops_at_its_first_non_finite_loss() -> None:
     images, labels = _data()
-
-    class Diverges(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner, self.calls = build_model("unet", 2, width=4, depth=1), 0
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            self.calls += 1
-            out = self.inner(x)
-            return out * float("inf") if self.calls >= 3 else out  # overflows at step 3
-
+    overflows = FromCall3(lambda out: out * float("inf"))  # from step 3 on
     with pytest.raises(ModelOutputError, match=r"round 1: the loss is nan at step 3 of 20 "
                        r"\(learning rate .*\): training diverged\. Lower train\.lr"):
-        train_model(Diverges(), images, labels, TrainSettings(steps=20, batch_size=2), IGNORE,
+        train_model(overflows, images, labels, TrainSettings(steps=20, batch_size=2), IGNORE,
                     CPU, progress=False, desc="round 1", semi=None)
 
 
