@@ -45,6 +45,10 @@ class BusyError(SegloopError):
     """Another run holds the output (or workspace) this run would write: it names that run."""
 
 
+#: What to try when a model in half precision gives NaN or infinite values (ModelOutputError).
+FLOAT16_OVERFLOW = ("float16 can overflow: set base.dtype: float32 (or bfloat16 on a GPU that "
+                    "has it)")
+
 #: errno values of a full disk or an exhausted quota.
 DISK_FULL_ERRNOS = (28, 122)  # ENOSPC, EDQUOT
 

@@ -25,7 +25,7 @@ from segloop.devices import pick_device
 from segloop.embed import store
 from segloop.embed.extract import ImageMasks, MaskEmbedder
 from segloop.embed.tables import EmbeddedImage
-from segloop.errors import ConfigError, ModelOutputError
+from segloop.errors import FLOAT16_OVERFLOW, ConfigError, ModelOutputError
 from segloop.models.sam import load_sam
 from segloop.versioning import Workspace, lineage, version_path
 
@@ -208,9 +208,9 @@ def _require_finite(result: ImageMasks, sample: Sample, cfg: Config) -> None:
         raise ModelOutputError(
             f"SAM ({cfg.models.sam.variant}, {cfg.models.sam.checkpoint or 'no checkpoint'}) "
             f"gave non-finite {', '.join(bad)} for image {sample.name!r} ({sample.image_url}) "
-            f"at base.dtype {cfg.base.dtype}: nothing of this shard was written. Try "
-            "base.dtype: float32 (float16 can overflow), and check the checkpoint file "
-            "(a re-download if it is damaged).")
+            f"at base.dtype {cfg.base.dtype}: nothing of this shard was written. SAM at "
+            f"{FLOAT16_OVERFLOW}; else check the checkpoint file (a re-download if it is "
+            "damaged).")
 
 
 def summarize(plan_: EmbedPlan, stats: list[ShardStats], seconds: float) -> dict[str, object]:

@@ -58,7 +58,7 @@ import scipy.linalg
 import torch
 from torch.nn import functional as F
 
-from segloop.errors import ConfigError, DataError, ModelOutputError
+from segloop.errors import FLOAT16_OVERFLOW, ConfigError, DataError, ModelOutputError
 from segloop.models.attention_capture import (
     PLACES,
     capture_block_outputs,
@@ -335,9 +335,8 @@ def _require_finite(values: torch.Tensor, what: str, dtype: torch.dtype) -> None
     if not bool(torch.isfinite(values).all()):
         name = str(dtype).removeprefix("torch.")
         raise ModelOutputError(
-            f"Stable Diffusion's UNet gave non-finite {what} (dtype {name}): "
-            "at float16 it can overflow; set base.dtype: float32 (or bfloat16 on a GPU that "
-            "has it)")
+            f"Stable Diffusion's UNet gave non-finite {what} (dtype {name}): the UNet at "
+            f"{FLOAT16_OVERFLOW}")
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:

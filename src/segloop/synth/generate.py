@@ -16,7 +16,7 @@ from PIL import Image
 from segloop.data.fs import join
 from segloop.data.ids import image_id
 from segloop.data.images import write_bytes_atomic
-from segloop.errors import ModelOutputError
+from segloop.errors import FLOAT16_OVERFLOW, ModelOutputError
 from segloop.faults import kill_point
 from segloop.models.clip import ImageTextScorer
 from segloop.synth import store
@@ -79,8 +79,8 @@ def _require_finite(raw: np.ndarray, jobs: Sequence[Job]) -> None:
         raise ModelOutputError(
             f"Stable Diffusion gave non-finite pixels for {len(bad)} of {len(jobs)} images "
             f"of this batch, first {first.label!r} #{first.index} (seed {first.seed}, prompt "
-            f"{first.prompt!r}): nothing of this batch was written. At float16 the VAE can "
-            "overflow: set base.dtype: float32 (or bfloat16 on a GPU that has it).")
+            f"{first.prompt!r}): nothing of this batch was written. The VAE at "
+            f"{FLOAT16_OVERFLOW}.")
 
 
 def encode_png(image: np.ndarray) -> bytes:
